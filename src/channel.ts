@@ -1,0 +1,180 @@
+/**
+ * A pull-based view of one connection: read a control frame, read exactly N raw data
+ * bytes, write with backpressure. Works over any Duplex, so tests can drive the
+ * conversation without TCP.
+ *
+ * Reading pulls chunks from the stream's async iterator only when a caller asks, so
+ * an unread socket stops being read from the kernel and TCP pushes back on the peer.
+ * Bytes that arrive glued to a frame (the data after a header, a trailer right after
+ * the data) stay in the decoder until the next read asks for them.
+ */
+import type { Duplex } from 'node:stream';
+import { Socket } from 'node:net';
+import { ConnectionLostError, FtxError, TimeoutError } from './errors.js';
+import { FrameDecoder, type Frame } from './framing.js';
+
+export interface ChannelOptions {
+  /** Destroy the connection after this long without any traffic; 0 disables. */
+  idleTimeoutMs?: number;
+  /** Who is at the other end, for messages ("the receiver", "the sender"). */
+  peerRole?: string;
+}
+
+/** Codes node:net uses when the other end vanished rather than closed politely. */
+const LOST_CONNECTION_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ERR_STREAM_DESTROYED']);
+
+export class Channel {
+  readonly stream: Duplex;
+  readonly peerRole: string;
+  readonly #decoder = new FrameDecoder();
+  readonly #chunks: AsyncIterator<Buffer>;
+  #ended = false;
+
+  constructor(stream: Duplex, options: ChannelOptions = {}) {
+    this.stream = stream;
+    this.peerRole = options.peerRole ?? 'the peer';
+    this.#chunks = stream[Symbol.asyncIterator]();
+    this.setIdleTimeout(options.idleTimeoutMs ?? 0);
+  }
+
+  /** (Re)arms the idle timer; only real sockets have one. */
+  setIdleTimeout(ms: number): void {
+    if (!(this.stream instanceof Socket)) return;
+    const socket = this.stream;
+    socket.setTimeout(ms);
+    socket.removeAllListeners('timeout');
+    if (ms > 0) {
+      socket.once('timeout', () => {
+        socket.destroy(
+          new TimeoutError(
+            `${this.peerRole} sent nothing for ${ms / 1000} s; it may have crashed or the network is down (raise --timeout for slow links)`,
+          ),
+        );
+      });
+    }
+  }
+
+  /** Bytes already received and buffered but not yet read. */
+  get bufferedBytes(): number {
+    return this.#decoder.bufferedBytes;
+  }
+
+  /**
+   * The next control frame, or null when the peer closed cleanly between frames.
+   * EOF in the middle of a frame is a ConnectionLostError.
+   */
+  async readFrame(): Promise<Frame | null> {
+    for (;;) {
+      const frame = this.#decoder.shift();
+      if (frame) return frame;
+      const chunk = await this.#nextChunk();
+      if (!chunk) {
+        if (this.#decoder.bufferedBytes > 0) {
+          throw new ConnectionLostError(`${this.peerRole} closed the connection in the middle of a message`);
+        }
+        return null;
+      }
+      this.#decoder.append(chunk);
+    }
+  }
+
+  /**
+   * Waits for at least one unread byte and returns it without consuming it; null if the
+   * peer closed without sending anything.
+   */
+  async peekByte(): Promise<number | null> {
+    while (this.#decoder.bufferedBytes === 0) {
+      const chunk = await this.#nextChunk();
+      if (!chunk) return null;
+      this.#decoder.append(chunk);
+    }
+    return this.#decoder.peekByte() as number;
+  }
+
+  /**
+   * The next raw bytes as they come (buffered bytes first), or null at EOF. For
+   * protocols without frames (the classic one).
+   */
+  async readRaw(): Promise<Buffer | null> {
+    const [first, ...rest] = this.#decoder.takeRemainder();
+    if (first) {
+      for (const chunk of rest) this.#decoder.append(chunk);
+      return first;
+    }
+    return this.#nextChunk();
+  }
+
+  /** Puts bytes back in front of whatever is buffered. */
+  unread(chunk: Buffer): void {
+    this.#decoder.prepend(chunk);
+  }
+
+  /**
+   * Yields exactly `byteCount` raw bytes, then stops; bytes beyond them stay buffered
+   * for the next readFrame(). Throws ConnectionLostError if the peer closes early.
+   */
+  async *readData(byteCount: number): AsyncGenerator<Buffer, void, undefined> {
+    let remaining = byteCount;
+    while (remaining > 0) {
+      const chunk = await this.readRaw();
+      if (!chunk) {
+        throw new ConnectionLostError(
+          `${this.peerRole} closed the connection after ${byteCount - remaining} of ${byteCount} bytes`,
+        );
+      }
+      if (chunk.length <= remaining) {
+        remaining -= chunk.length;
+        yield chunk;
+      } else {
+        this.unread(chunk.subarray(remaining));
+        const last = chunk.subarray(0, remaining);
+        remaining = 0;
+        yield last;
+      }
+    }
+  }
+
+  /** Writes bytes and resolves once they are handed to the kernel. */
+  write(bytes: Buffer): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.stream.write(bytes, (error) => (error ? reject(this.describeStreamError(error)) : resolve()));
+    });
+  }
+
+  /** Half-closes: no more writes from this side. */
+  end(): void {
+    if (!this.stream.writableEnded) this.stream.end();
+  }
+
+  destroy(error?: Error): void {
+    this.setIdleTimeout(0);
+    this.stream.destroy(error);
+  }
+
+  /** Turns whatever the stream failed with into an FtxError that names the peer. */
+  describeStreamError(error: unknown): FtxError {
+    if (error instanceof FtxError) return error;
+    const code = (error as NodeJS.ErrnoException | undefined)?.code;
+    if (code && LOST_CONNECTION_CODES.has(code)) {
+      return new ConnectionLostError(`${this.peerRole} dropped the connection (${code})`, { cause: error });
+    }
+    const detail = error instanceof Error ? error.message : String(error);
+    return new ConnectionLostError(`connection to ${this.peerRole} failed: ${detail}`, { cause: error });
+  }
+
+  async #nextChunk(): Promise<Buffer | null> {
+    if (this.#ended) return null;
+    let result: IteratorResult<Buffer>;
+    try {
+      result = await this.#chunks.next();
+    } catch (error) {
+      // The error the stream was destroyed with, if any, is the real story.
+      throw this.describeStreamError(error);
+    }
+    if (result.done) {
+      this.#ended = true;
+      return null;
+    }
+    return result.value;
+  }
+}

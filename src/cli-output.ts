@@ -1,0 +1,132 @@
+/**
+ * What the CLI shows on stderr: log lines (pino) and the progress bar (cli-progress),
+ * kept from tearing each other. While a bar is drawn, log lines go through
+ * MultiBar.log(), which prints them above the bar; otherwise straight to fd 2.
+ *
+ * pino and cli-progress are loaded only by commands that use them: `ftx --help`
+ * should not pay for them.
+ */
+import { writeSync } from 'node:fs';
+import type { MultiBar, SingleBar } from 'cli-progress';
+import type { Logger } from 'pino';
+import { formatBytes } from './units.js';
+
+export type LogFormat = 'text' | 'json';
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+
+/** Where log lines end up: above the bar while one is drawn, else stderr. */
+class StderrSink {
+  bars: MultiBar | undefined;
+
+  constructor(private readonly format: LogFormat) {}
+
+  /** pino calls this with one JSON line per record. */
+  write(line: string): void {
+    const text = this.format === 'json' ? line : formatForHumans(line);
+    if (this.bars) this.bars.log(text);
+    else writeSync(2, text);
+  }
+}
+
+const LEVEL_LABELS: Record<number, string> = { 10: 'trace: ', 20: 'debug: ', 30: '', 40: 'warning: ', 50: 'error: ', 60: 'fatal: ' };
+const PINO_FIELDS = new Set(['level', 'time', 'msg', 'pid', 'hostname']);
+
+/** "ftx: warning: message" — and at debug level, the record's fields too. */
+function formatForHumans(line: string): string {
+  let record: Record<string, unknown>;
+  try {
+    record = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return line;
+  }
+  const level = typeof record.level === 'number' ? record.level : 30;
+  let text = `ftx: ${LEVEL_LABELS[level] ?? ''}${String(record.msg ?? '')}`;
+  if (level <= 20) {
+    const fields = Object.entries(record).filter(([key]) => !PINO_FIELDS.has(key));
+    if (fields.length > 0) text += ` ${JSON.stringify(Object.fromEntries(fields))}`;
+  }
+  return `${text}\n`;
+}
+
+export interface Output {
+  log: Logger;
+  /** Starts a bar if stderr is a terminal and output is not quiet; returns it or undefined. */
+  startProgress(total: number, label: string): Promise<Progress | undefined>;
+}
+
+export async function createOutput(options: { level: LogLevel; format: LogFormat; progress: boolean }): Promise<Output> {
+  const { pino } = await import('pino');
+  const sink = new StderrSink(options.format);
+  const log = pino({ level: options.level, base: undefined, timestamp: options.format === 'json' }, sink);
+  return {
+    log,
+    async startProgress(total, label) {
+      if (!options.progress) return undefined;
+      const progress = await Progress.start(total, label);
+      sink.bars = progress.bars;
+      progress.onStop = () => {
+        sink.bars = undefined;
+      };
+      return progress;
+    },
+  };
+}
+
+/** Redrawing on every chunk would cost more than the transfer; a few times a second is enough. */
+const REDRAW_EVERY_MS = 100;
+
+export class Progress {
+  onStop: (() => void) | undefined;
+  #lastDraw = 0;
+  #done = 0;
+  readonly #startedAt = performance.now();
+
+  private constructor(
+    readonly bars: MultiBar,
+    private readonly bar: SingleBar,
+    private readonly total: number,
+  ) {}
+
+  static async start(total: number, label: string): Promise<Progress> {
+    const cliProgress = (await import('cli-progress')).default;
+    const bars = new cliProgress.MultiBar(
+      {
+        stream: process.stderr,
+        format: `${label} {bar} {percentage}% | {done} / {size} | {rate} | ETA {eta_formatted}`,
+        barsize: 30,
+        hideCursor: true,
+        clearOnComplete: false,
+        stopOnComplete: false,
+        etaBuffer: 50,
+        fps: 10,
+      },
+      cliProgress.Presets.shades_classic,
+    );
+    const bar = bars.create(Math.max(total, 1), 0, { done: formatBytes(0), size: formatBytes(total), rate: '-' });
+    return new Progress(bars, bar, total);
+  }
+
+  update(done: number): void {
+    this.#done = done;
+    const now = performance.now();
+    if (now - this.#lastDraw < REDRAW_EVERY_MS && done < this.total) return;
+    this.#lastDraw = now;
+    this.#draw();
+  }
+
+  /** Draws the final state and releases the terminal. Safe to call twice. */
+  stop(): void {
+    if (!this.onStop) return;
+    this.#draw();
+    this.bars.update();
+    this.bars.stop();
+    this.onStop();
+    this.onStop = undefined;
+  }
+
+  #draw(): void {
+    const seconds = (performance.now() - this.#startedAt) / 1000;
+    const rate = seconds > 0 ? `${formatBytes(this.#done / seconds)}/s` : '-';
+    this.bar.update(this.total === 0 ? 1 : this.#done, { done: formatBytes(this.#done), size: formatBytes(this.total), rate });
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * The conversation, one step per function, on top of Channel and the frame payloads.
+ *
+ *   receiver                                sender
+ *   Greeting  ------------------------------>
+ *             <------------------------------  Header   (or Ping)
+ *   Accept "ko" (or Refuse) ---------------->
+ *             <------------------------------  N raw bytes, then Trailer (its digest)
+ *   KeepAlive* while fsyncing -------------->
+ *   Receipt (or Error) --------------------->
+ *
+ * See PROTOCOL.md for the bytes. Errors from the peer arrive as Error frames and are
+ * turned into the matching local error class here, so both sides report the same story.
+ */
+import type { Channel } from './channel.js';
+import {
+  ConnectionLostError,
+  FtxError,
+  IntegrityError,
+  ProtocolError,
+  RefusedError,
+  RemoteIoError,
+  TimeoutError,
+  type RefusalReason,
+} from './errors.js';
+import { FrameType, frameTypeName, type Frame } from './framing.js';
+import {
+  decodeAccept,
+  decodeError,
+  decodeGreeting,
+  decodeHeader,
+  decodePing,
+  decodePong,
+  decodeReceipt,
+  decodeRefuse,
+  decodeTrailer,
+  jsonFrame,
+  PROTOCOL_NAME,
+  PROTOCOL_VERSION,
+  type Greeting,
+  type Header,
+  type Ping,
+  type Pong,
+  type Receipt,
+  type Trailer,
+} from './messages.js';
+import { SOFTWARE } from './version.js';
+
+/** How the first bytes of a sender's opening are classified. */
+export type Opening =
+  | { kind: 'header'; header: Header }
+  | { kind: 'ping'; ping: Ping }
+  /** The classic tutorial client: its first byte is an ASCII decimal digit. */
+  | { kind: 'classic' }
+  /** Connected and closed without a byte: a port scan or a health probe. */
+  | { kind: 'silent' };
+
+const ASCII_ZERO = 0x30;
+const ASCII_NINE = 0x39;
+
+export function isAsciiDigit(byte: number): boolean {
+  return byte >= ASCII_ZERO && byte <= ASCII_NINE;
+}
+
+// ---- receiver side -------------------------------------------------------------
+
+export function sendGreeting(channel: Channel): Promise<void> {
+  const greeting: Greeting = { protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, software: SOFTWARE };
+  return channel.write(jsonFrame(FrameType.Greeting, greeting));
+}
+
+export async function readOpening(channel: Channel): Promise<Opening> {
+  const first = await channel.peekByte();
+  if (first === null) return { kind: 'silent' };
+  if (isAsciiDigit(first)) return { kind: 'classic' };
+  const frame = await channel.readFrame();
+  if (!frame) throw new ConnectionLostError(`${channel.peerRole} closed the connection before its header was complete`);
+  if (frame.type === FrameType.Header) return { kind: 'header', header: decodeHeader(frame) };
+  if (frame.type === FrameType.Ping) return { kind: 'ping', ping: decodePing(frame) };
+  throw new ProtocolError(`expected a Header or Ping frame first, got ${frameTypeName(frame.type)}`);
+}
+
+export function sendAccept(channel: Channel): Promise<void> {
+  return channel.write(jsonFrame(FrameType.Accept, { offset: 0 }));
+}
+
+export function sendRefuse(channel: Channel, reason: RefusalReason, message: string): Promise<void> {
+  return channel.write(jsonFrame(FrameType.Refuse, { reason, message }));
+}
+
+/**
+ * Reads the sender's trailer, which must follow the last data byte. Anything else in
+ * that place means the sender sent more bytes than it announced.
+ */
+export async function readTrailer(channel: Channel, announcedBytes: number): Promise<Trailer> {
+  let frame: Frame | null;
+  try {
+    frame = await channel.readFrame();
+  } catch (error) {
+    if (error instanceof ProtocolError) {
+      throw new ProtocolError(
+        `${channel.peerRole} sent more bytes than the ${announcedBytes} it announced (no trailer after the data)`,
+        { cause: error },
+      );
+    }
+    throw error;
+  }
+  if (!frame) throw new ConnectionLostError(`${channel.peerRole} closed the connection before sending its digest`);
+  if (frame.type === FrameType.Error) throw errorFromPeer(channel, frame);
+  return decodeTrailer(frame);
+}
+
+export function sendKeepAlive(channel: Channel): Promise<void> {
+  return channel.write(jsonFrame(FrameType.KeepAlive, {}));
+}
+
+export function sendReceipt(channel: Channel, receipt: Receipt): Promise<void> {
+  return channel.write(jsonFrame(FrameType.Receipt, receipt));
+}
+
+export function sendPong(channel: Channel, pong: Pong): Promise<void> {
+  return channel.write(jsonFrame(FrameType.Pong, pong));
+}
+
+/** Tells the peer why the conversation failed. Best effort: the peer may be gone. */
+export async function sendError(channel: Channel, error: FtxError): Promise<void> {
+  if (channel.stream.destroyed || channel.stream.writableEnded) return;
+  try {
+    await channel.write(jsonFrame(FrameType.Error, { code: error.code, message: error.message }));
+  } catch {
+    // The peer is gone; it will see a lost connection instead.
+  }
+}
+
+// ---- sender side ---------------------------------------------------------------
+
+export function sendHeader(channel: Channel, header: Header): Promise<void> {
+  return channel.write(jsonFrame(FrameType.Header, header));
+}
+
+export function sendTrailer(channel: Channel, trailer: Trailer): Promise<void> {
+  return channel.write(jsonFrame(FrameType.Trailer, trailer));
+}
+
+export function sendPing(channel: Channel, ping: Ping): Promise<void> {
+  return channel.write(jsonFrame(FrameType.Ping, ping));
+}
+
+export async function readGreeting(channel: Channel): Promise<Greeting> {
+  const frame = await readFrameSkippingKeepAlives(channel, 'a greeting');
+  return decodeGreeting(frame);
+}
+
+/** Resolves once the receiver accepted; rejects with RefusedError if it declined. */
+export async function readDecision(channel: Channel): Promise<void> {
+  const frame = await readFrameSkippingKeepAlives(channel, 'an answer to the header');
+  if (frame.type === FrameType.Refuse) {
+    const refusal = decodeRefuse(frame);
+    throw new RefusedError(refusal.reason, `the receiver refused the file: ${refusal.message}`);
+  }
+  decodeAccept(frame);
+}
+
+/** The receiver's receipt; KeepAlive frames while it fsyncs are skipped. */
+export async function readReceipt(channel: Channel): Promise<Receipt> {
+  return decodeReceipt(await readFrameSkippingKeepAlives(channel, 'a receipt'));
+}
+
+export async function readPong(channel: Channel): Promise<Pong> {
+  return decodePong(await readFrameSkippingKeepAlives(channel, 'an answer to the ping'));
+}
+
+async function readFrameSkippingKeepAlives(channel: Channel, expected: string): Promise<Frame> {
+  for (;;) {
+    const frame = await channel.readFrame();
+    if (!frame) throw new ConnectionLostError(`${channel.peerRole} closed the connection while ftx waited for ${expected}`);
+    if (frame.type === FrameType.KeepAlive) continue;
+    if (frame.type === FrameType.Error) throw errorFromPeer(channel, frame);
+    return frame;
+  }
+}
+
+/**
+ * Maps the peer's Error frame to the local error a user should see. The peer's own
+ * I/O failure (its disk is full) is a remote I/O error here, not a local one.
+ */
+export function errorFromPeer(channel: Channel, frame: Frame): FtxError {
+  const { code, message } = decodeError(frame);
+  const said = `${channel.peerRole} reports: ${message}`;
+  switch (code) {
+    case 'FTX_ERR_INTEGRITY':
+      return new IntegrityError(said);
+    case 'FTX_ERR_LOCAL_IO':
+    case 'FTX_ERR_REMOTE_IO':
+      return new RemoteIoError(said);
+    case 'FTX_ERR_TIMEOUT':
+      return new TimeoutError(said);
+    case 'FTX_ERR_CONNECTION_LOST':
+    case 'FTX_ERR_INTERRUPTED':
+      return new ConnectionLostError(said);
+    default:
+      return new ProtocolError(said);
+  }
+}

@@ -1,0 +1,233 @@
+/**
+ * The JSON payloads of control frames, and their validation. Everything here parses
+ * untrusted bytes: each decoder either returns a fully checked object or throws
+ * ProtocolError naming the field that was wrong. PROTOCOL.md documents each shape.
+ */
+import { ProtocolError, type FtxErrorCode, type RefusalReason } from './errors.js';
+import { encodeFrame, frameTypeName, FrameType, type Frame, type FrameTypeCode } from './framing.js';
+
+export const PROTOCOL_NAME = 'ftx';
+export const PROTOCOL_VERSION = 1;
+
+/** Hash algorithms a sender may name in its header. */
+export const HASH_ALGORITHMS = ['sha256'] as const;
+export type HashAlgorithm = (typeof HASH_ALGORITHMS)[number];
+
+/** Longest file name a header may carry, in UTF-8 bytes (the usual NAME_MAX). */
+export const MAX_NAME_BYTES = 255;
+
+export interface Greeting {
+  protocol: typeof PROTOCOL_NAME;
+  version: number;
+  software?: string;
+}
+
+export interface Header {
+  name: string;
+  size: number;
+  hash: HashAlgorithm;
+  /** Permission bits of the source file (informational in version 1). */
+  mode?: number;
+  /** Modification time of the source, milliseconds since the epoch. */
+  mtime?: number;
+}
+
+export interface Accept {
+  /** Where the data starts; always 0 in version 1 (room for resume). */
+  offset: number;
+}
+
+export interface Refuse {
+  reason: RefusalReason;
+  message: string;
+}
+
+export interface Trailer {
+  hash: HashAlgorithm;
+  digest: string;
+}
+
+export interface Receipt {
+  bytes: number;
+  hash: HashAlgorithm;
+  digest: string;
+  /** The name the receiver stored the file under (may differ from the header's). */
+  name: string;
+}
+
+export interface ErrorMessage {
+  code: FtxErrorCode;
+  message: string;
+}
+
+export interface Ping {
+  message: string;
+}
+
+export interface Pong {
+  /** The tutorial's time-stamp server format: `[<ctime>] <message>`. */
+  reply: string;
+  version: number;
+  /** The receiver's clock, ISO 8601. */
+  time: string;
+}
+
+const REFUSAL_REASONS: readonly RefusalReason[] = ['exists', 'no-space', 'too-large', 'bad-name', 'busy'];
+const ERROR_CODES: readonly FtxErrorCode[] = [
+  'FTX_ERR_PROTOCOL',
+  'FTX_ERR_CONNECTION_LOST',
+  'FTX_ERR_INTEGRITY',
+  'FTX_ERR_TIMEOUT',
+  'FTX_ERR_REMOTE_IO',
+  'FTX_ERR_LOCAL_IO',
+  'FTX_ERR_INTERRUPTED',
+];
+const MAX_TEXT = 1024;
+
+export function jsonFrame(type: FrameTypeCode, body: object): Buffer {
+  return encodeFrame(type, Buffer.from(JSON.stringify(body), 'utf8'));
+}
+
+function parseObject(frame: Frame): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(frame.payload.toString('utf8'));
+  } catch {
+    throw new ProtocolError(`${frameTypeName(frame.type)} frame is not valid JSON`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new ProtocolError(`${frameTypeName(frame.type)} frame is not a JSON object`);
+  }
+  return value as Record<string, unknown>;
+}
+
+function fail(frame: Frame, field: string, expected: string): never {
+  throw new ProtocolError(`${frameTypeName(frame.type)} frame: "${field}" must be ${expected}`);
+}
+
+function text(frame: Frame, body: Record<string, unknown>, field: string, max = MAX_TEXT): string {
+  const value = body[field];
+  if (typeof value !== 'string' || value.length > max) fail(frame, field, `a string of at most ${max} characters`);
+  return value;
+}
+
+function byteCount(frame: Frame, body: Record<string, unknown>, field: string): number {
+  const value = body[field];
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    fail(frame, field, 'a whole number from 0 to 2^53-1');
+  }
+  return value;
+}
+
+function hashAlgorithm(frame: Frame, body: Record<string, unknown>): HashAlgorithm {
+  const value = body.hash;
+  if (!HASH_ALGORITHMS.includes(value as HashAlgorithm)) fail(frame, 'hash', `one of ${HASH_ALGORITHMS.join(', ')}`);
+  return value as HashAlgorithm;
+}
+
+function digest(frame: Frame, body: Record<string, unknown>): string {
+  const value = body.digest;
+  if (typeof value !== 'string' || !/^[0-9a-f]{64}$/.test(value)) fail(frame, 'digest', '64 lowercase hex digits');
+  return value;
+}
+
+function expectType(frame: Frame, type: FrameTypeCode): void {
+  if (frame.type !== type) {
+    throw new ProtocolError(`expected a ${frameTypeName(type)} frame, got ${frameTypeName(frame.type)}`);
+  }
+}
+
+export function decodeGreeting(frame: Frame): Greeting {
+  expectType(frame, FrameType.Greeting);
+  const body = parseObject(frame);
+  if (body.protocol !== PROTOCOL_NAME) fail(frame, 'protocol', `"${PROTOCOL_NAME}"`);
+  const version = body.version;
+  if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) fail(frame, 'version', 'a positive whole number');
+  const greeting: Greeting = { protocol: PROTOCOL_NAME, version };
+  if (body.software !== undefined) greeting.software = text(frame, body, 'software', 100);
+  return greeting;
+}
+
+export function decodeHeader(frame: Frame): Header {
+  expectType(frame, FrameType.Header);
+  const body = parseObject(frame);
+  const name = text(frame, body, 'name', MAX_NAME_BYTES);
+  if (Buffer.byteLength(name, 'utf8') > MAX_NAME_BYTES) fail(frame, 'name', `at most ${MAX_NAME_BYTES} bytes of UTF-8`);
+  const header: Header = { name, size: byteCount(frame, body, 'size'), hash: hashAlgorithm(frame, body) };
+  if (body.mode !== undefined) {
+    const mode = body.mode;
+    if (typeof mode !== 'number' || !Number.isInteger(mode) || mode < 0 || mode > 0o7777) fail(frame, 'mode', 'permission bits (0 to 0o7777)');
+    header.mode = mode;
+  }
+  if (body.mtime !== undefined) {
+    const mtime = body.mtime;
+    if (typeof mtime !== 'number' || !Number.isFinite(mtime) || Math.abs(mtime) > 8.64e15) fail(frame, 'mtime', 'milliseconds since the epoch');
+    header.mtime = mtime;
+  }
+  return header;
+}
+
+export function decodeAccept(frame: Frame): Accept {
+  expectType(frame, FrameType.Accept);
+  const body = parseObject(frame);
+  const offset = byteCount(frame, body, 'offset');
+  if (offset !== 0) fail(frame, 'offset', '0 (resume is not part of protocol version 1)');
+  return { offset };
+}
+
+export function decodeRefuse(frame: Frame): Refuse {
+  expectType(frame, FrameType.Refuse);
+  const body = parseObject(frame);
+  const reason = body.reason;
+  if (!REFUSAL_REASONS.includes(reason as RefusalReason)) fail(frame, 'reason', `one of ${REFUSAL_REASONS.join(', ')}`);
+  return { reason: reason as RefusalReason, message: text(frame, body, 'message') };
+}
+
+export function decodeTrailer(frame: Frame): Trailer {
+  expectType(frame, FrameType.Trailer);
+  const body = parseObject(frame);
+  return { hash: hashAlgorithm(frame, body), digest: digest(frame, body) };
+}
+
+export function decodeReceipt(frame: Frame): Receipt {
+  expectType(frame, FrameType.Receipt);
+  const body = parseObject(frame);
+  return {
+    bytes: byteCount(frame, body, 'bytes'),
+    hash: hashAlgorithm(frame, body),
+    digest: digest(frame, body),
+    name: text(frame, body, 'name', MAX_NAME_BYTES),
+  };
+}
+
+export function decodeError(frame: Frame): ErrorMessage {
+  expectType(frame, FrameType.Error);
+  const body = parseObject(frame);
+  const code = body.code;
+  // An unknown code from a newer peer is still an error; report it as a protocol one.
+  const known = ERROR_CODES.includes(code as FtxErrorCode) ? (code as FtxErrorCode) : 'FTX_ERR_PROTOCOL';
+  return { code: known, message: text(frame, body, 'message') };
+}
+
+export function decodePing(frame: Frame): Ping {
+  expectType(frame, FrameType.Ping);
+  return { message: text(frame, parseObject(frame), 'message') };
+}
+
+export function decodePong(frame: Frame): Pong {
+  expectType(frame, FrameType.Pong);
+  const body = parseObject(frame);
+  const version = body.version;
+  if (typeof version !== 'number' || !Number.isSafeInteger(version)) fail(frame, 'version', 'a whole number');
+  return { reply: text(frame, body, 'reply', 2 * MAX_TEXT), version, time: text(frame, body, 'time', 64) };
+}
+
+/** `ctime(3)`'s layout, as Python's time.ctime() prints it: "Mon Nov 30 07:06:18 2026". */
+export function ctime(date: Date): string {
+  const days = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+  const months = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+  const pad = (value: number) => String(value).padStart(2, '0');
+  const day = String(date.getDate()).padStart(2, ' ');
+  const clock = `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+  return `${days[date.getDay()]} ${months[date.getMonth()]} ${day} ${clock} ${date.getFullYear()}`;
+}

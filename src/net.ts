@@ -1,0 +1,171 @@
+/**
+ * Addresses, connecting and listening, with the errors users actually hit turned
+ * into messages that say what to do.
+ */
+import { connect as netConnect, createServer, isIPv6, type Server, type Socket } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { ConnectError, InterruptedError, ListenError, UsageError } from './errors.js';
+
+export const DEFAULT_PORT = 9999;
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export function parsePort(text: string, allowZero = false): number {
+  const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+  if (!(port >= (allowZero ? 0 : 1) && port <= 65535)) {
+    throw new UsageError(`"${text}" is not a port number; use ${allowZero ? '0' : '1'} to 65535`);
+  }
+  return port;
+}
+
+/** Parses `host`, `host:port`, `[v6addr]`, `[v6addr]:port` or a bare IPv6 address. */
+export function parseHostPort(text: string, defaultPort = DEFAULT_PORT): HostPort {
+  const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(text);
+  if (bracketed) {
+    const host = bracketed[1] as string;
+    if (!isIPv6(host)) throw new UsageError(`"${host}" in brackets is not an IPv6 address`);
+    return { host, port: bracketed[2] === undefined ? defaultPort : parsePort(bracketed[2]) };
+  }
+  if (isIPv6(text)) return { host: text, port: defaultPort };
+  const colon = text.lastIndexOf(':');
+  const host = colon === -1 ? text : text.slice(0, colon);
+  if (host.length === 0 || /[\s/]/.test(host)) {
+    throw new UsageError(`"${text}" is not a destination; write host, host:port or [ipv6]:port`);
+  }
+  return { host, port: colon === -1 ? defaultPort : parsePort(text.slice(colon + 1)) };
+}
+
+export function formatHostPort({ host, port }: HostPort): string {
+  return isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** "address:port" of the far end of a socket, for logs. */
+export function remoteOf(socket: Socket): string {
+  const host = socket.remoteAddress?.replace(/^::ffff:/, '') ?? 'unknown';
+  return formatHostPort({ host, port: socket.remotePort ?? 0 });
+}
+
+/** Opens a TCP connection, or rejects with a ConnectError that says what to check. */
+export function connect(target: HostPort, options: { timeoutMs: number; signal?: AbortSignal }): Promise<Socket> {
+  const where = formatHostPort(target);
+  return new Promise((resolve, reject) => {
+    if (options.signal?.aborted) {
+      reject(new InterruptedError('interrupted before connecting'));
+      return;
+    }
+    const socket = netConnect({ host: target.host, port: target.port });
+    const timer = options.timeoutMs > 0 ? setTimeout(() => fail(timedOut()), options.timeoutMs) : undefined;
+    const onAbort = () => fail(new InterruptedError('interrupted while connecting'));
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+
+    function cleanup(): void {
+      clearTimeout(timer);
+      options.signal?.removeEventListener('abort', onAbort);
+      socket.removeListener('error', onError);
+      socket.removeListener('connect', onConnect);
+    }
+    function fail(error: Error): void {
+      cleanup();
+      socket.destroy();
+      reject(error);
+    }
+    function onError(error: NodeJS.ErrnoException): void {
+      fail(describeConnectError(error, target));
+    }
+    function onConnect(): void {
+      cleanup();
+      socket.setNoDelay(true);
+      resolve(socket);
+    }
+    function timedOut(): ConnectError {
+      return new ConnectError(`no answer from ${where} within ${options.timeoutMs / 1000} s; check the address and that no firewall drops the port`);
+    }
+    socket.once('error', onError);
+    socket.once('connect', onConnect);
+  });
+}
+
+function describeConnectError(error: NodeJS.ErrnoException, target: HostPort): ConnectError {
+  const where = formatHostPort(target);
+  switch (error.code) {
+    case 'ECONNREFUSED':
+      return new ConnectError(`connection refused by ${where}: nothing listens there; start \`ftx recv\` on that machine first, or check the port`, { cause: error });
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EAI_NONAME':
+      return new ConnectError(`unknown host "${target.host}": check the name, or use the receiver's IP address`, { cause: error });
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return new ConnectError(`${where} is unreachable: check the network and the address`, { cause: error });
+    case 'ETIMEDOUT':
+      return new ConnectError(`connecting to ${where} timed out; check the address and that no firewall drops the port`, { cause: error });
+    default:
+      return new ConnectError(`cannot connect to ${where}: ${error.message}`, { cause: error });
+  }
+}
+
+/**
+ * Listens on `host` (all interfaces, IPv6 and IPv4, when undefined) and resolves once
+ * bound. Port 0 picks a free port; read it from server.address().
+ */
+export async function listen(port: number, host?: string): Promise<Server> {
+  if (host !== undefined) return listenOn(port, host, false);
+  try {
+    return await listenOn(port, '::', false);
+  } catch (error) {
+    // A machine without IPv6 cannot bind '::'; fall back to every IPv4 address.
+    const code = ((error as ListenError).cause as NodeJS.ErrnoException | undefined)?.code;
+    if (code === 'EAFNOSUPPORT' || code === 'EADDRNOTAVAIL') return listenOn(port, '0.0.0.0', false);
+    throw error;
+  }
+}
+
+function listenOn(port: number, host: string, ipv6Only: boolean): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = createServer({ noDelay: true });
+    const onError = (error: NodeJS.ErrnoException) => {
+      server.close();
+      reject(describeListenError(error, port, host));
+    };
+    server.once('error', onError);
+    server.listen({ port, host, ipv6Only, exclusive: true }, () => {
+      server.removeListener('error', onError);
+      resolve(server);
+    });
+  });
+}
+
+function describeListenError(error: NodeJS.ErrnoException, port: number, host: string): ListenError {
+  const where = formatHostPort({ host, port });
+  switch (error.code) {
+    case 'EADDRINUSE':
+      return new ListenError(`port ${port} is already in use on ${host === '::' ? 'this machine' : host}: is another receiver running? pick another with --port`, { cause: error });
+    case 'EACCES':
+    case 'EPERM':
+      return new ListenError(`not allowed to listen on ${where}: ports below 1024 need root; use --port 1024 or higher`, { cause: error });
+    case 'EADDRNOTAVAIL':
+      return new ListenError(`cannot listen on ${host}: it is not an address of this machine; check --bind`, { cause: error });
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new ListenError(`cannot listen on "${host}": unknown host name; check --bind`, { cause: error });
+    default:
+      return new ListenError(`cannot listen on ${where}: ${error.message}`, { cause: error });
+  }
+}
+
+/** This machine's addresses that other machines on the LAN can likely reach, IPv4 first. */
+export function lanAddresses(): string[] {
+  const v4: string[] = [];
+  const v6: string[] = [];
+  for (const entries of Object.values(networkInterfaces())) {
+    for (const entry of entries ?? []) {
+      if (entry.internal) continue;
+      if (entry.family === 'IPv4') v4.push(entry.address);
+      else if (!entry.address.toLowerCase().startsWith('fe80:')) v6.push(entry.address);
+    }
+  }
+  return [...v4, ...v6];
+}

@@ -1,0 +1,355 @@
+/**
+ * The receiving side: one connection's conversation (handleConnection) and the
+ * one-shot receiver that accepts connections until it has taken one file
+ * (receiveOne).
+ *
+ * Data path: socket chunks -> SHA-256 -> a temporary file with a large write buffer
+ * (pipeline gives backpressure both ways). The file gets its final name only after the
+ * sender's digest matched and the data is fsync'd; then the receipt goes out.
+ */
+import { createHash } from 'node:crypto';
+import { lstat, statfs } from 'node:fs/promises';
+import type { Server, Socket } from 'node:net';
+import { basename, dirname, join } from 'node:path';
+import type { Duplex } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Channel } from './channel.js';
+import {
+  FtxError,
+  IntegrityError,
+  InterruptedError,
+  localIoError,
+  ProtocolError,
+  RefusedError,
+  type RefusalReason,
+} from './errors.js';
+import {
+  readOpening,
+  readTrailer,
+  sendAccept,
+  sendError,
+  sendGreeting,
+  sendKeepAlive,
+  sendPong,
+  sendReceipt,
+  sendRefuse,
+} from './handshake.js';
+import { silentLog, type Log } from './log.js';
+import { ctime, PROTOCOL_VERSION, type Header, type Ping } from './messages.js';
+import { problemWithName } from './names.js';
+import { remoteOf } from './net.js';
+import { StagedFile } from './staged-file.js';
+import { formatBytes } from './units.js';
+
+/** Defaults for a one-shot receiver. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
+
+/** After an error, how long to keep reading (and dropping) the peer's bytes so it can read ours. */
+const LINGER_MS = 2_000;
+
+export interface ReceiveOptions {
+  /** A file path, or an existing folder where the file is stored under the sender's name. */
+  target: string;
+  /** Replace an existing file of the same name. */
+  overwrite: boolean;
+  /** Give up on a connection after this long without traffic. */
+  idleTimeoutMs: number;
+  /** Refuse files larger than this many bytes. */
+  maxSize?: number;
+  log?: Log;
+  /** Called once a file is accepted, before its bytes arrive. */
+  onStart?: (transfer: { name: string; path: string; size: number; peer: string }) => void;
+  /** Called as bytes arrive, with the count so far. */
+  onProgress?: (bytesReceived: number) => void;
+}
+
+export interface ReceiveResult {
+  path: string;
+  bytes: number;
+  hash: 'sha256';
+  digest: string;
+  seconds: number;
+  peer: string;
+}
+
+export type ConnectionOutcome =
+  | { kind: 'file'; result: ReceiveResult }
+  | { kind: 'ping'; message: string }
+  | { kind: 'silent' };
+
+/** Lets the caller decide, when a header arrives, whether this connection may take a file. */
+export interface ConnectionPolicy {
+  /** Returns a refusal message if the receiver cannot take a file now, undefined to go ahead. */
+  claim(): string | undefined;
+}
+
+const alwaysAccept: ConnectionPolicy = { claim: () => undefined };
+
+/**
+ * Runs one connection from greeting to receipt. Resolves with what the peer wanted;
+ * rejects with an FtxError after telling the peer why and removing any partial file.
+ */
+export async function handleConnection(
+  stream: Duplex,
+  options: ReceiveOptions,
+  policy: ConnectionPolicy = alwaysAccept,
+): Promise<ConnectionOutcome> {
+  const peer = isSocket(stream) ? remoteOf(stream) : 'stream';
+  const channel = new Channel(stream, { idleTimeoutMs: options.idleTimeoutMs, peerRole: 'the sender' });
+  const log = options.log ?? silentLog;
+  try {
+    await sendGreeting(channel);
+    const opening = await readOpening(channel);
+    switch (opening.kind) {
+      case 'silent':
+        channel.destroy();
+        return { kind: 'silent' };
+      case 'ping':
+        await answerPing(channel, opening.ping);
+        await lingerThenClose(channel);
+        return { kind: 'ping', message: opening.ping.message };
+      case 'classic':
+        throw new ProtocolError('the sender speaks the classic tutorial protocol, which this receiver does not support yet');
+      case 'header': {
+        const result = await receiveFile(channel, opening.header, options, policy, peer, log);
+        await lingerThenClose(channel);
+        return { kind: 'file', result };
+      }
+    }
+  } catch (error) {
+    const failure = error instanceof FtxError ? error : channel.describeStreamError(error);
+    // A refusal already went out as a Refuse frame; everything else gets an Error frame.
+    if (!(failure instanceof RefusedError)) await sendError(channel, failure);
+    await lingerThenClose(channel);
+    throw failure;
+  }
+}
+
+async function answerPing(channel: Channel, ping: Ping): Promise<void> {
+  const now = new Date();
+  await sendPong(channel, { reply: `[${ctime(now)}] ${ping.message}`, version: PROTOCOL_VERSION, time: now.toISOString() });
+}
+
+async function receiveFile(
+  channel: Channel,
+  header: Header,
+  options: ReceiveOptions,
+  policy: ConnectionPolicy,
+  peer: string,
+  log: Log,
+): Promise<ReceiveResult> {
+  const startedAt = performance.now();
+  const path = await checkHeader(channel, header, options, policy);
+  const staged = await StagedFile.create(path);
+  try {
+    await sendAccept(channel);
+    log.debug({ peer, name: header.name, size: header.size, path, temp: staged.tempPath }, 'accepted');
+    options.onStart?.({ name: header.name, path, size: header.size, peer });
+
+    const hash = createHash(header.hash);
+    let received = 0;
+    const onProgress = options.onProgress;
+    await pipeline(
+      channel.readData(header.size),
+      async function* hashAndCount(chunks: AsyncIterable<Buffer>) {
+        for await (const chunk of chunks) {
+          hash.update(chunk);
+          received += chunk.length;
+          onProgress?.(received);
+          yield chunk;
+        }
+      },
+      staged.createWriteStream(),
+    ).catch((error: unknown) => {
+      throw describeWriteError(error, channel, staged);
+    });
+
+    const trailer = await readTrailer(channel, header.size);
+    const digest = hash.digest('hex');
+    if (trailer.hash !== header.hash || trailer.digest !== digest) {
+      throw new IntegrityError(
+        `the data received for ${basename(path)} does not match the sender's ${trailer.hash} (${trailer.digest.slice(0, 12)}… vs ${digest.slice(0, 12)}…); nothing was saved, send it again`,
+      );
+    }
+
+    await withKeepAlives(channel, options.idleTimeoutMs, () => staged.commit({ overwrite: options.overwrite }));
+    await sendReceipt(channel, { bytes: received, hash: header.hash, digest, name: basename(path) });
+    return { path, bytes: received, hash: header.hash, digest, seconds: (performance.now() - startedAt) / 1000, peer };
+  } finally {
+    await staged.discard();
+  }
+}
+
+/**
+ * Decides where the file goes and whether to take it. Every "no" is sent to the
+ * sender as a Refuse frame before it is thrown here.
+ */
+async function checkHeader(channel: Channel, header: Header, options: ReceiveOptions, policy: ConnectionPolicy): Promise<string> {
+  const refuse = async (reason: RefusalReason, message: string): Promise<never> => {
+    await sendRefuse(channel, reason, message).catch(() => {});
+    throw new RefusedError(reason, message);
+  };
+
+  const targetIsFolder = await isFolder(options.target);
+  let path = options.target;
+  if (targetIsFolder) {
+    const problem = problemWithName(header.name);
+    if (problem) await refuse('bad-name', `cannot store a file named ${JSON.stringify(header.name)}: ${problem}; send it with a plain name (ftx send --name)`);
+    path = join(options.target, header.name);
+  }
+
+  const busy = policy.claim();
+  if (busy) await refuse('busy', busy);
+
+  if (options.maxSize !== undefined && header.size > options.maxSize) {
+    await refuse('too-large', `${formatBytes(header.size)} is more than the ${formatBytes(options.maxSize)} this receiver takes (--max-size)`);
+  }
+
+  const existing = await lstat(path).catch(() => undefined);
+  if (existing?.isDirectory()) await refuse('exists', `${path} is a folder on the receiver`);
+  if (existing && !options.overwrite) await refuse('exists', `${path} already exists on the receiver; remove it or run ftx recv with --force`);
+
+  const free = await freeBytes(dirname(path));
+  if (free !== undefined && header.size > free) {
+    await refuse('no-space', `not enough free space for ${formatBytes(header.size)} on the receiver (${formatBytes(free)} free in ${dirname(path)})`);
+  }
+  return path;
+}
+
+async function isFolder(path: string): Promise<boolean> {
+  const stats = await lstat(path).catch(() => undefined);
+  if (stats?.isSymbolicLink()) {
+    // A target given by the user may be a link to a folder; follow it once, on purpose.
+    const { stat } = await import('node:fs/promises');
+    return (await stat(path).catch(() => undefined))?.isDirectory() ?? false;
+  }
+  return stats?.isDirectory() ?? false;
+}
+
+async function freeBytes(folder: string): Promise<number | undefined> {
+  try {
+    const stats = await statfs(folder);
+    return stats.bavail * stats.bsize;
+  } catch {
+    return undefined; // Not every file system answers; the write will tell.
+  }
+}
+
+/** While the receiver is busy (fsync of a large file), keep the sender's idle timer from firing. */
+async function withKeepAlives<T>(channel: Channel, idleTimeoutMs: number, work: () => Promise<T>): Promise<T> {
+  const everyMs = Math.max(100, Math.min(5_000, idleTimeoutMs / 3 || 5_000));
+  const timer = setInterval(() => sendKeepAlive(channel).catch(() => {}), everyMs);
+  try {
+    return await work();
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** A write failure is ours to report (disk full); a read failure is the connection's. */
+function describeWriteError(error: unknown, channel: Channel, staged: StagedFile): FtxError {
+  if (error instanceof FtxError) return error;
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  if (code && !code.startsWith('ERR_STREAM') && code !== 'ECONNRESET' && code !== 'EPIPE') {
+    return localIoError(error, 'write', staged.finalPath);
+  }
+  return channel.describeStreamError(error);
+}
+
+/**
+ * Ends our side, then reads and drops whatever the peer still sends until it closes
+ * (or LINGER_MS passes): closing with unread bytes would send a reset, and the peer
+ * could lose our last frame (the receipt or the error) with it.
+ */
+async function lingerThenClose(channel: Channel): Promise<void> {
+  if (channel.stream.destroyed) return;
+  channel.end();
+  const timer = setTimeout(() => channel.destroy(), LINGER_MS);
+  try {
+    while ((await channel.readRaw()) !== null);
+  } catch {
+    // Closed under us: nothing left to wait for.
+  } finally {
+    clearTimeout(timer);
+    channel.destroy();
+  }
+}
+
+function isSocket(stream: Duplex): stream is Socket {
+  return 'remoteAddress' in stream;
+}
+
+/**
+ * Accepts connections on `server` until one file has been received, then closes it.
+ * Silent connections (port scans) are ignored and pings answered; while a file is
+ * coming in, other senders are refused as busy. A failed transfer, or garbage while
+ * no transfer is under way, ends the wait with its error. Aborting `signal` cuts any
+ * transfer in flight, waits for it to remove its partial file, and rejects with
+ * InterruptedError.
+ */
+export function receiveOne(server: Server, options: ReceiveOptions & { signal?: AbortSignal }): Promise<ReceiveResult> {
+  const log = options.log ?? silentLog;
+  const sockets = new Set<Socket>();
+  const inFlight = new Set<Promise<unknown>>();
+  let claimed = false;
+
+  return new Promise<ReceiveResult>((resolve, reject) => {
+    let settled = false;
+    const finish = (outcome: () => void) => {
+      if (settled) return;
+      settled = true;
+      options.signal?.removeEventListener('abort', onAbort);
+      server.removeListener('connection', onConnection);
+      server.close();
+      for (const socket of sockets) socket.destroy();
+      outcome();
+    };
+
+    const onConnection = (socket: Socket) => {
+      const peer = remoteOf(socket);
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+      log.debug({ peer }, 'connection');
+      let carriesTheFile = false;
+      const policy: ConnectionPolicy = {
+        claim: () => {
+          if (claimed) return 'the receiver is busy with another file; try again when it is done';
+          claimed = true;
+          carriesTheFile = true;
+          return undefined;
+        },
+      };
+      const handled = handleConnection(socket, options, policy).then(
+        (outcome) => {
+          if (outcome.kind === 'silent') log.info({ peer }, `connection from ${peer} closed without a word (a port scan or health check?); still waiting`);
+          else if (outcome.kind === 'ping') log.info({ peer, message: outcome.message }, `answered a ping from ${peer}; still waiting`);
+          else finish(() => resolve(outcome.result));
+        },
+        (error: unknown) => {
+          const failure = error as FtxError;
+          if (carriesTheFile || !claimed) {
+            finish(() => reject(failure));
+          } else {
+            // A stray connection failed while another one carries the file: not fatal.
+            log.warn({ peer, code: failure.code }, `connection from ${peer} failed: ${failure.message}`);
+          }
+        },
+      );
+      inFlight.add(handled);
+      void handled.finally(() => inFlight.delete(handled));
+    };
+
+    const onAbort = () => {
+      const reason: unknown = options.signal?.reason;
+      const interrupted = reason instanceof InterruptedError ? reason : new InterruptedError('interrupted');
+      server.removeListener('connection', onConnection);
+      for (const socket of sockets) socket.destroy(interrupted);
+      // Let transfers in flight remove their partial files before reporting.
+      void Promise.allSettled([...inFlight]).finally(() => finish(() => reject(interrupted)));
+    };
+
+    server.on('connection', onConnection);
+    if (options.signal?.aborted) onAbort();
+    else options.signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
