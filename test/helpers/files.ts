@@ -1,0 +1,45 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach } from 'vitest';
+
+const folders: string[] = [];
+
+/** A fresh temp folder, removed after the current test. */
+export async function tempFolder(prefix = 'ftx-test-'): Promise<string> {
+  const folder = await mkdtemp(join(tmpdir(), prefix));
+  folders.push(folder);
+  return folder;
+}
+
+afterEach(async () => {
+  await Promise.all(folders.splice(0).map((folder) => rm(folder, { recursive: true, force: true })));
+});
+
+/** Writes `size` random bytes (from a fixed pattern when size is large, for speed). */
+export async function randomFile(folder: string, name: string, size: number): Promise<string> {
+  const path = join(folder, name);
+  await writeFile(path, randomBytes(size));
+  return path;
+}
+
+export async function sha256Of(path: string): Promise<string> {
+  return createHash('sha256').update(await readFile(path)).digest('hex');
+}
+
+/** Every entry in a folder, hidden ones (temporary files) included. */
+export async function listFolder(folder: string): Promise<string[]> {
+  return (await readdir(folder)).sort();
+}
+
+/**
+ * Asserts two files hold the same bytes. (Comparing large Buffers with toEqual is
+ * element-by-element and takes seconds per MiB, so compare sizes and digests.)
+ */
+export async function expectSameFile(actualPath: string, expectedPath: string): Promise<void> {
+  const [actual, expected] = await Promise.all([readFile(actualPath), readFile(expectedPath)]);
+  const { expect } = await import('vitest');
+  expect(actual.length, `size of ${actualPath}`).toBe(expected.length);
+  expect(actual.equals(expected), `bytes of ${actualPath} equal ${expectedPath}`).toBe(true);
+}
