@@ -11,7 +11,7 @@ import yargs, { type Argv } from 'yargs';
 import { createOutput, type LogFormat, type LogLevel, type Output } from './cli-output.js';
 import { FtxError, InterruptedError, isFtxError, localIoError, LocalIoError, RefusedError, UsageError } from './errors.js';
 import { EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_SIGTERM } from './exit-codes.js';
-import { connect, DEFAULT_PORT, formatHostPort, lanAddresses, listen, parseHostPort, parsePort } from './net.js';
+import { connect, DEFAULT_PORT, formatHostPort, lanAddresses, listen, parseHostPort, parsePort, type HostPort } from './net.js';
 import { formatBytes, parseByteSize } from './units.js';
 import { VERSION } from './version.js';
 
@@ -25,15 +25,15 @@ interface CommonArgs {
 
 interface RecvArgs extends CommonArgs {
   target: string;
-  port: string;
+  port: number;
   bind: string | undefined;
   force: boolean;
-  'max-size': string | undefined;
+  'max-size': number | undefined;
 }
 
 interface SendArgs extends CommonArgs {
   file: string;
-  destination: string;
+  destination: HostPort;
   name: string | undefined;
 }
 
@@ -60,17 +60,28 @@ function buildParser(argv: string[]) {
     .command('recv [target]', 'Wait for one file and save it to target (a file path, or a folder to keep the sender\'s name)', (args) =>
       commonOptions(args)
         .positional('target', { type: 'string', default: '.', describe: 'Where to save the file' })
-        .option('port', { alias: 'p', type: 'string', default: String(DEFAULT_PORT), describe: 'TCP port to listen on (0: any free port)' })
+        .option('port', {
+          alias: 'p',
+          type: 'string',
+          default: String(DEFAULT_PORT),
+          describe: 'TCP port to listen on (0: any free port)',
+          coerce: (text: string) => parsePort(text, true),
+        })
         .option('bind', { type: 'string', describe: 'Listen on this address only [default: all interfaces, IPv6 and IPv4]' })
         .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'Replace the target if it exists' })
-        .option('max-size', { type: 'string', describe: 'Refuse files larger than this (e.g. 10G)' })
+        .option('max-size', { type: 'string', describe: 'Refuse files larger than this (e.g. 10G)', coerce: parseMaxSize })
         .example('ftx recv out.jpg', 'save the next file that arrives as out.jpg')
         .example('ftx recv /srv/inbox --port 7000', 'keep the sender\'s file name, listen on port 7000'),
     )
     .command('send <file> <destination>', 'Send one file to a waiting `ftx recv`', (args) =>
       commonOptions(args)
         .positional('file', { type: 'string', demandOption: true, describe: 'The file to send' })
-        .positional('destination', { type: 'string', demandOption: true, describe: 'host, host:port or [ipv6]:port (port 9999 if omitted)' })
+        .positional('destination', {
+          type: 'string',
+          demandOption: true,
+          describe: 'host, host:port or [ipv6]:port (port 9999 if omitted)',
+          coerce: (text: string) => parseHostPort(text),
+        })
         .option('name', { type: 'string', describe: 'Announce the file under this name instead of its own' })
         .example('ftx send photo.jpg 192.168.1.20', 'send to the receiver on port 9999 of that machine')
         .example('ftx send db.dump backupbox:7000 --json --quiet', 'from a script: exit code says it all'),
@@ -87,15 +98,23 @@ function buildParser(argv: string[]) {
     });
 }
 
+const COMMANDS = ['recv', 'send'];
+
 /** Runs the CLI; returns the exit code. Never calls process.exit itself. */
 export async function main(argv: string[]): Promise<number> {
+  const [first] = argv;
+  if (first !== undefined && !first.startsWith('-') && !COMMANDS.includes(first)) {
+    writeStderr(`ftx: error: unknown command "${first}"; use ftx recv or ftx send\nRun 'ftx --help' for usage.\n`);
+    return EXIT_CODES.FTX_ERR_USAGE;
+  }
   const parser = buildParser(argv);
   let parsed: { _: (string | number)[] } & Partial<RecvArgs & SendArgs>;
   try {
     parsed = (await parser.parseAsync()) as typeof parsed;
   } catch (error) {
+    // Whatever fails while parsing (yargs' own checks, our coerce functions) is a usage error.
     writeStderr(`ftx: error: ${error instanceof Error ? error.message : String(error)}\nRun 'ftx --help' for usage.\n`);
-    return exitCodeFor(error);
+    return EXIT_CODES.FTX_ERR_USAGE;
   }
   const command = parsed._[0];
   if (command !== 'recv' && command !== 'send') return EXIT_OK; // --help or --version was shown.
@@ -128,8 +147,8 @@ export async function main(argv: string[]): Promise<number> {
 
 async function runRecv(args: RecvArgs, output: Output, signal: AbortSignal): Promise<Summary> {
   const { receiveOne } = await import('./receiver.js');
-  const port = parsePort(args.port, true);
-  const maxSize = parseMaxSize(args['max-size']);
+  const port = args.port;
+  const maxSize = args['max-size'];
   const target = resolvePath(args.target);
   await checkTarget(target, args.force);
 
@@ -175,7 +194,7 @@ async function runRecv(args: RecvArgs, output: Output, signal: AbortSignal): Pro
 
 async function runSend(args: SendArgs, output: Output, signal: AbortSignal): Promise<Summary> {
   const { openSource, sendFile } = await import('./sender.js');
-  const destination = parseHostPort(args.destination);
+  const destination = args.destination;
   const source = await openSource(args.file, args.name);
   let progress: Awaited<ReturnType<Output['startProgress']>>;
   try {
@@ -235,8 +254,7 @@ async function checkTarget(target: string, force: boolean): Promise<void> {
   if (link && !force) throw new RefusedError('exists', `${target} already exists; remove it, choose another name, or add --force to replace it`);
 }
 
-function parseMaxSize(text: string | undefined): number | undefined {
-  if (text === undefined) return undefined;
+function parseMaxSize(text: string): number {
   const bytes = parseByteSize(text);
   if (bytes === undefined) throw new UsageError(`--max-size "${text}" is not a size; write e.g. 500M or 10G`);
   return bytes;
