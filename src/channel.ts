@@ -29,6 +29,7 @@ export class Channel {
   readonly #decoder = new FrameDecoder();
   readonly #chunks: AsyncIterator<Buffer>;
   #ended = false;
+  #filling: Promise<boolean> | undefined;
 
   constructor(stream: Duplex, options: ChannelOptions = {}) {
     this.stream = stream;
@@ -67,14 +68,12 @@ export class Channel {
     for (;;) {
       const frame = this.#decoder.shift();
       if (frame) return frame;
-      const chunk = await this.#nextChunk();
-      if (!chunk) {
+      if (!(await this.#fill())) {
         if (this.#decoder.bufferedBytes > 0) {
           throw new ConnectionLostError(`${this.peerRole} closed the connection in the middle of a message`);
         }
         return null;
       }
-      this.#decoder.append(chunk);
     }
   }
 
@@ -84,24 +83,38 @@ export class Channel {
    */
   async peekByte(): Promise<number | null> {
     while (this.#decoder.bufferedBytes === 0) {
-      const chunk = await this.#nextChunk();
-      if (!chunk) return null;
-      this.#decoder.append(chunk);
+      if (!(await this.#fill())) return null;
     }
     return this.#decoder.peekByte() as number;
   }
 
   /**
+   * Waits up to `ms` for unread bytes: 'data' if some are buffered, 'eof' if the peer
+   * closed, 'quiet' if nothing came in time. A read still pending when time runs out
+   * is not lost: the next read picks it up.
+   */
+  async waitForBytes(ms: number): Promise<'data' | 'eof' | 'quiet'> {
+    if (this.#decoder.bufferedBytes > 0) return 'data';
+    let timer: NodeJS.Timeout | undefined;
+    const quiet = new Promise<'quiet'>((resolve) => {
+      timer = setTimeout(() => resolve('quiet'), ms);
+    });
+    try {
+      return await Promise.race([this.#fill().then((more) => (more ? 'data' : 'eof')), quiet]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
    * The next raw bytes as they come (buffered bytes first), or null at EOF. For
-   * protocols without frames (the classic one).
+   * unframed data and for protocols without frames (the classic one).
    */
   async readRaw(): Promise<Buffer | null> {
+    if (this.#decoder.bufferedBytes === 0 && !(await this.#fill())) return null;
     const [first, ...rest] = this.#decoder.takeRemainder();
-    if (first) {
-      for (const chunk of rest) this.#decoder.append(chunk);
-      return first;
-    }
-    return this.#nextChunk();
+    for (const chunk of rest) this.#decoder.append(chunk);
+    return first ?? null;
   }
 
   /** Puts bytes back in front of whatever is buffered. */
@@ -162,19 +175,43 @@ export class Channel {
     return new ConnectionLostError(`connection to ${this.peerRole} failed: ${detail}`, { cause: error });
   }
 
-  async #nextChunk(): Promise<Buffer | null> {
-    if (this.#ended) return null;
-    let result: IteratorResult<Buffer>;
-    try {
-      result = await this.#chunks.next();
-    } catch (error) {
-      // The error the stream was destroyed with, if any, is the real story.
-      throw this.describeStreamError(error);
+  /**
+   * Reads one more chunk from the stream into the decoder's buffer; false at EOF.
+   * Concurrent callers share one read, so a read abandoned by waitForBytes() is
+   * simply finished by whoever reads next.
+   */
+  #fill(): Promise<boolean> {
+    this.#filling ??= this.#readChunk().then(
+      (chunk) => {
+        this.#filling = undefined;
+        if (!chunk) return false;
+        this.#decoder.append(chunk);
+        return true;
+      },
+      (error: unknown) => {
+        this.#filling = undefined;
+        throw error;
+      },
+    );
+    return this.#filling;
+  }
+
+  /** The next non-empty chunk from the stream, or null at EOF. */
+  async #readChunk(): Promise<Buffer | null> {
+    for (;;) {
+      if (this.#ended) return null;
+      let result: IteratorResult<Buffer>;
+      try {
+        result = await this.#chunks.next();
+      } catch (error) {
+        // The error the stream was destroyed with, if any, is the real story.
+        throw this.describeStreamError(error);
+      }
+      if (result.done) {
+        this.#ended = true;
+        return null;
+      }
+      if (result.value.length > 0) return result.value;
     }
-    if (result.done) {
-      this.#ended = true;
-      return null;
-    }
-    return result.value;
   }
 }

@@ -35,6 +35,12 @@ interface SendArgs extends CommonArgs {
   file: string;
   destination: HostPort;
   name: string | undefined;
+  'verified-only': boolean;
+}
+
+interface PingArgs extends CommonArgs {
+  destination: HostPort;
+  message: string;
 }
 
 /** What a finished command reports: written as one JSON line on stdout with --json. */
@@ -83,10 +89,26 @@ function buildParser(argv: string[]) {
           coerce: (text: string) => parseHostPort(text),
         })
         .option('name', { type: 'string', describe: 'Announce the file under this name instead of its own' })
+        .option('verified-only', {
+          type: 'boolean',
+          default: false,
+          describe: 'Fail (exit 11) rather than send to a classic receiver, which cannot confirm the file',
+        })
         .example('ftx send photo.jpg 192.168.1.20', 'send to the receiver on port 9999 of that machine')
         .example('ftx send db.dump backupbox:7000 --json --quiet', 'from a script: exit code says it all'),
     )
-    .demandCommand(1, 'Say what to do: ftx recv or ftx send (ftx --help lists both)')
+    .command('ping <destination>', 'Check that a receiver is up: it echoes a message stamped with its clock', (args) =>
+      commonOptions(args)
+        .positional('destination', {
+          type: 'string',
+          demandOption: true,
+          describe: 'host, host:port or [ipv6]:port (port 9999 if omitted)',
+          coerce: (text: string) => parseHostPort(text),
+        })
+        .option('message', { alias: 'm', type: 'string', default: 'ping', describe: 'Text for the receiver to echo' })
+        .example('ftx ping backupbox && ftx send db.dump backupbox', 'send only if the receiver is up'),
+    )
+    .demandCommand(1, 'Say what to do: ftx recv, ftx send or ftx ping (ftx --help lists them)')
     .strict()
     .version(VERSION)
     .help()
@@ -98,13 +120,13 @@ function buildParser(argv: string[]) {
     });
 }
 
-const COMMANDS = ['recv', 'send'];
+const COMMANDS = ['recv', 'send', 'ping'];
 
 /** Runs the CLI; returns the exit code. Never calls process.exit itself. */
 export async function main(argv: string[]): Promise<number> {
   const [first] = argv;
   if (first !== undefined && !first.startsWith('-') && !COMMANDS.includes(first)) {
-    writeStderr(`ftx: error: unknown command "${first}"; use ftx recv or ftx send\nRun 'ftx --help' for usage.\n`);
+    writeStderr(`ftx: error: unknown command "${first}"; use ftx recv, ftx send or ftx ping\nRun 'ftx --help' for usage.\n`);
     return EXIT_CODES.FTX_ERR_USAGE;
   }
   const parser = buildParser(argv);
@@ -117,7 +139,7 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT_CODES.FTX_ERR_USAGE;
   }
   const command = parsed._[0];
-  if (command !== 'recv' && command !== 'send') return EXIT_OK; // --help or --version was shown.
+  if (typeof command !== 'string' || !COMMANDS.includes(command)) return EXIT_OK; // --help or --version was shown.
 
   const args = parsed as unknown as CommonArgs;
   const output = await createOutput({
@@ -127,9 +149,12 @@ export async function main(argv: string[]): Promise<number> {
   });
   const interruption = watchSignals();
   try {
-    const summary = command === 'recv'
-      ? await runRecv(parsed as unknown as RecvArgs, output, interruption.signal)
-      : await runSend(parsed as unknown as SendArgs, output, interruption.signal);
+    const summary =
+      command === 'recv'
+        ? await runRecv(parsed as unknown as RecvArgs, output, interruption.signal)
+        : command === 'send'
+          ? await runSend(parsed as unknown as SendArgs, output, interruption.signal)
+          : await runPing(parsed as unknown as PingArgs, output, interruption.signal);
     if (args.json) process.stdout.write(`${JSON.stringify({ ok: true, ...summary })}\n`);
     return EXIT_OK;
   } catch (error) {
@@ -185,7 +210,15 @@ async function runRecv(args: RecvArgs, output: Output, signal: AbortSignal): Pro
       { event: 'received', ...result },
       `saved ${result.path} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${rate.toFixed(1)} MB/s), sha256 ${result.digest}`,
     );
-    return { path: result.path, bytes: result.bytes, sha256: result.digest, seconds: round(result.seconds), mbps: round(rate), peer: result.peer };
+    return {
+      protocol: result.protocol,
+      path: result.path,
+      bytes: result.bytes,
+      sha256: result.digest,
+      seconds: round(result.seconds),
+      mbps: round(rate),
+      peer: result.peer,
+    };
   } finally {
     progress?.stop();
     server.close();
@@ -202,6 +235,7 @@ async function runSend(args: SendArgs, output: Output, signal: AbortSignal): Pro
     output.log.debug({ destination: formatHostPort(destination) }, 'connected');
     const result = await sendFile(socket, source, {
       idleTimeoutMs: args.timeout * 1000,
+      verifiedOnly: args['verified-only'],
       signal,
       log: output.log,
       onStart: ({ size }) => {
@@ -213,11 +247,15 @@ async function runSend(args: SendArgs, output: Output, signal: AbortSignal): Pro
     });
     progress?.stop();
     const rate = result.bytes / 1e6 / Math.max(result.seconds, 1e-6);
+    const confirmation = result.verified
+      ? `the receiver confirmed sha256 ${result.digest}`
+      : `not verified: the classic receiver confirms nothing (sha256 sent: ${result.digest})`;
     output.log.info(
       { event: 'sent', ...result },
-      `sent ${source.path} to ${formatHostPort(destination)} as ${result.name} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${rate.toFixed(1)} MB/s); the receiver confirmed sha256 ${result.digest}`,
+      `sent ${source.path} to ${formatHostPort(destination)} as ${result.name} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${rate.toFixed(1)} MB/s); ${confirmation}`,
     );
     return {
+      protocol: result.protocol,
       path: source.path,
       name: result.name,
       bytes: result.bytes,
@@ -231,6 +269,22 @@ async function runSend(args: SendArgs, output: Output, signal: AbortSignal): Pro
     progress?.stop();
     await source.handle.close();
   }
+}
+
+async function runPing(args: PingArgs, output: Output, signal: AbortSignal): Promise<Summary> {
+  const { ping } = await import('./ping.js');
+  const peer = formatHostPort(args.destination);
+  const socket = await connect(args.destination, { timeoutMs: args.timeout * 1000, signal });
+  const result = await ping(socket, args.message, { idleTimeoutMs: args.timeout * 1000 });
+  if (result.protocol === 'classic') {
+    output.log.warn({ peer }, `${peer} is a classic tutorial receiver: it is up, but cannot answer pings (this check may have used up its one transfer)`);
+  }
+  // The reply is the command's result, so it goes to stdout (unless --json says otherwise).
+  if (!args.json) {
+    const detail = result.protocol === 'ftx' ? `rtt ${result.roundTripMs.toFixed(1)} ms, ftx protocol ${result.version}${result.software ? `, ${result.software}` : ''}` : 'classic protocol';
+    process.stdout.write(`${result.reply}  (${peer}: ${detail})\n`);
+  }
+  return { peer, protocol: result.protocol, reply: result.reply, version: result.version, rttMs: round(result.roundTripMs), time: result.time ?? null };
 }
 
 /** Fails early, before listening, when the target cannot possibly work. */

@@ -6,6 +6,9 @@
 import { ProtocolError, type FtxErrorCode, type RefusalReason } from './errors.js';
 import { encodeFrame, frameTypeName, FrameType, type Frame, type FrameTypeCode } from './framing.js';
 
+/** Which protocol a peer speaks: ftx's own, or the classic tutorial's (see classic.ts). */
+export type Protocol = 'ftx' | 'classic';
+
 export const PROTOCOL_NAME = 'ftx';
 export const PROTOCOL_VERSION = 1;
 

@@ -19,7 +19,6 @@ import {
   IntegrityError,
   InterruptedError,
   localIoError,
-  ProtocolError,
   RefusedError,
   type RefusalReason,
 } from './errors.js';
@@ -35,9 +34,10 @@ import {
   sendRefuse,
 } from './handshake.js';
 import { silentLog, type Log } from './log.js';
-import { ctime, PROTOCOL_VERSION, type Header, type Ping } from './messages.js';
+import { ctime, PROTOCOL_VERSION, type Header, type Ping, type Protocol } from './messages.js';
 import { problemWithName } from './names.js';
 import { remoteOf } from './net.js';
+import { CLASSIC_ACK, readClassicSize } from './classic.js';
 import { StagedFile } from './staged-file.js';
 import { formatBytes } from './units.js';
 
@@ -58,12 +58,14 @@ export interface ReceiveOptions {
   maxSize?: number;
   log?: Log;
   /** Called once a file is accepted, before its bytes arrive. */
-  onStart?: (transfer: { name: string; path: string; size: number; peer: string }) => void;
+  onStart?: (transfer: { name: string; path: string; size: number; peer: string; protocol: Protocol }) => void;
   /** Called as bytes arrive, with the count so far. */
   onProgress?: (bytesReceived: number) => void;
 }
 
 export interface ReceiveResult {
+  /** The classic protocol has no digest to check against: its transfers are unverified. */
+  protocol: Protocol;
   path: string;
   bytes: number;
   hash: 'sha256';
@@ -97,6 +99,7 @@ export async function handleConnection(
   const peer = isSocket(stream) ? remoteOf(stream) : 'stream';
   const channel = new Channel(stream, { idleTimeoutMs: options.idleTimeoutMs, peerRole: 'the sender' });
   const log = options.log ?? silentLog;
+  let speaksClassic = false;
   try {
     await sendGreeting(channel);
     const opening = await readOpening(channel);
@@ -108,8 +111,11 @@ export async function handleConnection(
         await answerPing(channel, opening.ping);
         await lingerThenClose(channel);
         return { kind: 'ping', message: opening.ping.message };
-      case 'classic':
-        throw new ProtocolError('the sender speaks the classic tutorial protocol, which this receiver does not support yet');
+      case 'classic': {
+        speaksClassic = true;
+        const result = await receiveClassicFile(channel, options, policy, peer, log);
+        return { kind: 'file', result };
+      }
       case 'header': {
         const result = await receiveFile(channel, opening.header, options, policy, peer, log);
         await lingerThenClose(channel);
@@ -118,8 +124,11 @@ export async function handleConnection(
     }
   } catch (error) {
     const failure = error instanceof FtxError ? error : channel.describeStreamError(error);
-    // A refusal already went out as a Refuse frame; everything else gets an Error frame.
-    if (!(failure instanceof RefusedError)) await sendError(channel, failure);
+    // A refusal has already been sent; everything else is told here, in the peer's protocol.
+    if (!(failure instanceof RefusedError)) {
+      if (speaksClassic) await channel.write(Buffer.from(`error: ${failure.message}\n`)).catch(() => {});
+      else await sendError(channel, failure);
+    }
     await lingerThenClose(channel);
     throw failure;
   }
@@ -139,33 +148,19 @@ async function receiveFile(
   log: Log,
 ): Promise<ReceiveResult> {
   const startedAt = performance.now();
-  const path = await checkHeader(channel, header, options, policy);
+  const refuse = async (reason: RefusalReason, message: string): Promise<never> => {
+    await sendRefuse(channel, reason, message).catch(() => {});
+    throw new RefusedError(reason, message);
+  };
+  const path = await decideTarget(header, options, policy, refuse);
   const staged = await StagedFile.create(path);
   try {
     await sendAccept(channel);
     log.debug({ peer, name: header.name, size: header.size, path, temp: staged.tempPath }, 'accepted');
-    options.onStart?.({ name: header.name, path, size: header.size, peer });
+    options.onStart?.({ name: header.name, path, size: header.size, peer, protocol: 'ftx' });
 
-    const hash = createHash(header.hash);
-    let received = 0;
-    const onProgress = options.onProgress;
-    await pipeline(
-      channel.readData(header.size),
-      async function* hashAndCount(chunks: AsyncIterable<Buffer>) {
-        for await (const chunk of chunks) {
-          hash.update(chunk);
-          received += chunk.length;
-          onProgress?.(received);
-          yield chunk;
-        }
-      },
-      staged.createWriteStream(),
-    ).catch((error: unknown) => {
-      throw describeWriteError(error, channel, staged);
-    });
-
+    const { digest, received } = await writeData(channel, header.size, staged, options.onProgress);
     const trailer = await readTrailer(channel, header.size);
-    const digest = hash.digest('hex');
     if (trailer.hash !== header.hash || trailer.digest !== digest) {
       throw new IntegrityError(
         `the data received for ${basename(path)} does not match the sender's ${trailer.hash} (${trailer.digest.slice(0, 12)}… vs ${digest.slice(0, 12)}…); nothing was saved, send it again`,
@@ -174,35 +169,103 @@ async function receiveFile(
 
     await withKeepAlives(channel, options.idleTimeoutMs, () => staged.commit({ overwrite: options.overwrite }));
     await sendReceipt(channel, { bytes: received, hash: header.hash, digest, name: basename(path) });
-    return { path, bytes: received, hash: header.hash, digest, seconds: (performance.now() - startedAt) / 1000, peer };
+    return { path, bytes: received, hash: header.hash, digest, seconds: (performance.now() - startedAt) / 1000, peer, protocol: 'ftx' };
   } finally {
     await staged.discard();
   }
 }
 
 /**
- * Decides where the file goes and whether to take it. Every "no" is sent to the
- * sender as a Refuse frame before it is thrown here.
+ * A classic tutorial client: ASCII size, "ko", exactly that many bytes, close. It
+ * sends no name and gets no receipt; the same temp-fsync-rename safety applies.
  */
-async function checkHeader(channel: Channel, header: Header, options: ReceiveOptions, policy: ConnectionPolicy): Promise<string> {
+async function receiveClassicFile(channel: Channel, options: ReceiveOptions, policy: ConnectionPolicy, peer: string, log: Log): Promise<ReceiveResult> {
+  const startedAt = performance.now();
+  const size = await readClassicSize(channel);
+  // A classic client cannot read a refusal; it gets a line of text instead of "ko", then EOF.
   const refuse = async (reason: RefusalReason, message: string): Promise<never> => {
-    await sendRefuse(channel, reason, message).catch(() => {});
+    await channel.write(Buffer.from(`error: ${message}\n`)).catch(() => {});
     throw new RefusedError(reason, message);
   };
+  const name = classicFileName(new Date());
+  const path = await decideTarget({ name, size }, options, policy, refuse);
+  const staged = await StagedFile.create(path);
+  try {
+    await channel.write(Buffer.from(CLASSIC_ACK, 'latin1'));
+    log.info({ peer, size, path }, `${peer} speaks the classic tutorial protocol: no name, no digest, no receipt`);
+    options.onStart?.({ name: basename(path), path, size, peer, protocol: 'classic' });
+    const { digest, received } = await writeData(channel, size, staged, options.onProgress);
+    await staged.commit({ overwrite: options.overwrite });
+    const extra = await drainAndCount(channel);
+    if (extra > 0) {
+      log.warn({ peer, extra }, `the classic sender sent ${extra} bytes more than the ${size} it announced; kept the first ${size}`);
+    }
+    return { path, bytes: received, hash: 'sha256', digest, seconds: (performance.now() - startedAt) / 1000, peer, protocol: 'classic' };
+  } finally {
+    await staged.discard();
+  }
+}
 
+/** Classic senders send no name; when storing into a folder, name the file by its arrival time. */
+function classicFileName(now: Date): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
+  return `classic-${stamp}.bin`;
+}
+
+/** Streams exactly `size` bytes from the channel into the staged file, hashing them. */
+async function writeData(
+  channel: Channel,
+  size: number,
+  staged: StagedFile,
+  onProgress: ((bytesReceived: number) => void) | undefined,
+): Promise<{ digest: string; received: number }> {
+  const hash = createHash('sha256');
+  let received = 0;
+  await pipeline(
+    channel.readData(size),
+    async function* hashAndCount(chunks: AsyncIterable<Buffer>) {
+      for await (const chunk of chunks) {
+        hash.update(chunk);
+        received += chunk.length;
+        onProgress?.(received);
+        yield chunk;
+      }
+    },
+    staged.createWriteStream(),
+  ).catch((error: unknown) => {
+    throw describeWriteError(error, channel, staged);
+  });
+  return { digest: hash.digest('hex'), received };
+}
+
+interface IncomingFile {
+  name: string;
+  size: number;
+}
+
+/**
+ * Decides where the file goes and whether to take it; `refuse` tells the sender why
+ * not (in its protocol) and throws.
+ */
+async function decideTarget(
+  incoming: IncomingFile,
+  options: ReceiveOptions,
+  policy: ConnectionPolicy,
+  refuse: (reason: RefusalReason, message: string) => Promise<never>,
+): Promise<string> {
   const targetIsFolder = await isFolder(options.target);
   let path = options.target;
   if (targetIsFolder) {
-    const problem = problemWithName(header.name);
-    if (problem) await refuse('bad-name', `cannot store a file named ${JSON.stringify(header.name)}: ${problem}; send it with a plain name (ftx send --name)`);
-    path = join(options.target, header.name);
+    const problem = problemWithName(incoming.name);
+    if (problem) await refuse('bad-name', `cannot store a file named ${JSON.stringify(incoming.name)}: ${problem}; send it with a plain name (ftx send --name)`);
+    path = join(options.target, incoming.name);
   }
 
   const busy = policy.claim();
   if (busy) await refuse('busy', busy);
 
-  if (options.maxSize !== undefined && header.size > options.maxSize) {
-    await refuse('too-large', `${formatBytes(header.size)} is more than the ${formatBytes(options.maxSize)} this receiver takes (--max-size)`);
+  if (options.maxSize !== undefined && incoming.size > options.maxSize) {
+    await refuse('too-large', `${formatBytes(incoming.size)} is more than the ${formatBytes(options.maxSize)} this receiver takes (--max-size)`);
   }
 
   const existing = await lstat(path).catch(() => undefined);
@@ -210,8 +273,8 @@ async function checkHeader(channel: Channel, header: Header, options: ReceiveOpt
   if (existing && !options.overwrite) await refuse('exists', `${path} already exists on the receiver; remove it or run ftx recv with --force`);
 
   const free = await freeBytes(dirname(path));
-  if (free !== undefined && header.size > free) {
-    await refuse('no-space', `not enough free space for ${formatBytes(header.size)} on the receiver (${formatBytes(free)} free in ${dirname(path)})`);
+  if (free !== undefined && incoming.size > free) {
+    await refuse('no-space', `not enough free space for ${formatBytes(incoming.size)} on the receiver (${formatBytes(free)} free in ${dirname(path)})`);
   }
   return path;
 }
@@ -273,6 +336,21 @@ async function lingerThenClose(channel: Channel): Promise<void> {
     clearTimeout(timer);
     channel.destroy();
   }
+}
+
+/** Reads until the peer closes (or LINGER_MS passes) and returns how many bytes came. */
+async function drainAndCount(channel: Channel): Promise<number> {
+  let bytes = 0;
+  const timer = setTimeout(() => channel.destroy(), LINGER_MS);
+  try {
+    for (let chunk = await channel.readRaw(); chunk; chunk = await channel.readRaw()) bytes += chunk.length;
+  } catch {
+    // Reset or timed out: we already have every byte we wanted.
+  } finally {
+    clearTimeout(timer);
+    channel.destroy();
+  }
+  return bytes;
 }
 
 function isSocket(stream: Duplex): stream is Socket {

@@ -9,16 +9,20 @@
  * stops the transfer at once and is what the user sees.
  */
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 import { basename } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Channel } from './channel.js';
-import { FtxError, IntegrityError, InterruptedError, LocalIoError, localIoError, ProtocolError } from './errors.js';
+import { awaitClassicClose, classicAnnounce, readClassicGreeting } from './classic.js';
+import { ConnectionLostError, FtxError, IntegrityError, InterruptedError, LocalIoError, localIoError, ProtocolError, UnverifiedError } from './errors.js';
+import { FrameType } from './framing.js';
 import { readDecision, readGreeting, readReceipt, sendHeader, sendTrailer } from './handshake.js';
-import { silentLog, type Log } from './log.js';
-import type { Greeting, Receipt } from './messages.js';
+import type { Log } from './log.js';
+import type { Protocol, Receipt } from './messages.js';
 import { remoteOf } from './net.js';
 import { problemWithName } from './names.js';
 
@@ -63,30 +67,35 @@ export async function openSource(path: string, nameOverride?: string): Promise<S
 
 export interface SendOptions {
   idleTimeoutMs: number;
+  /** Fail, before sending any data, if the receiver cannot confirm the file (a classic peer). */
+  verifiedOnly?: boolean;
   signal?: AbortSignal;
   log?: Log;
   /** Called once the receiver accepted, before the first data byte. */
-  onStart?: (transfer: { size: number; greeting: Greeting }) => void;
+  onStart?: (transfer: { size: number; protocol: Protocol }) => void;
   /** Called as bytes are read into the socket, with the count so far. */
   onProgress?: (bytesSent: number) => void;
 }
 
 export interface SendResult {
-  /** The name the receiver stored the file under. */
+  protocol: Protocol;
+  /** The name the receiver stored the file under (classic receivers do not say: the name sent). */
   name: string;
   bytes: number;
   hash: 'sha256';
   digest: string;
   seconds: number;
   peer: string;
-  /** True when the receiver confirmed bytes and digest (always, for ftx peers). */
+  /** True when the receiver confirmed bytes and digest; false for classic receivers. */
   verified: boolean;
 }
 
-/** Runs the whole conversation over a connected stream. Does not close the file. */
+/**
+ * Runs the whole conversation over a connected stream, in whichever protocol the
+ * receiver's greeting shows it speaks. Does not close the file.
+ */
 export async function sendFile(stream: Duplex, source: SourceFile, options: SendOptions): Promise<SendResult> {
-  const log = options.log ?? silentLog;
-  const peer = 'remoteAddress' in stream ? remoteOf(stream as import('node:net').Socket) : 'stream';
+  const peer = 'remoteAddress' in stream ? remoteOf(stream as Socket) : 'stream';
   const channel = new Channel(stream, { idleTimeoutMs: options.idleTimeoutMs, peerRole: 'the receiver' });
   const onAbort = () => {
     const reason: unknown = options.signal?.reason;
@@ -96,32 +105,12 @@ export async function sendFile(stream: Duplex, source: SourceFile, options: Send
   options.signal?.addEventListener('abort', onAbort, { once: true });
   const startedAt = performance.now();
   try {
-    const greeting = await readGreeting(channel);
-    log.debug({ peer, greeting }, 'greeted');
-    await sendHeader(channel, { name: source.name, size: source.size, hash: 'sha256', mode: source.mode, mtime: source.mtimeMs });
-    await readDecision(channel);
-    options.onStart?.({ size: source.size, greeting });
-
-    // From here the receiver may speak at any time (an Error frame), so listen now.
-    const receipt = readReceipt(channel);
-    receipt.catch(() => {}); // Observed below; this only stops an unhandled rejection.
-    const { digest, bytesRead } = await streamData(channel, source, receipt, options);
-    if (bytesRead !== source.size) {
-      throw new LocalIoError(`${source.path} shrank while it was being sent (${bytesRead} of ${source.size} bytes); send it again when nothing writes to it`);
-    }
-    await sendTrailer(channel, { hash: 'sha256', digest });
-    const confirmed = await receipt;
-    checkReceipt(confirmed, source.size, digest);
-    channel.end();
-    return {
-      name: confirmed.name,
-      bytes: confirmed.bytes,
-      hash: 'sha256',
-      digest,
-      seconds: (performance.now() - startedAt) / 1000,
-      peer,
-      verified: true,
-    };
+    const first = await channel.peekByte();
+    if (first === null) throw new ConnectionLostError('the receiver closed the connection without a greeting; is it an ftx receiver?');
+    const sent = first === FrameType.Greeting
+      ? await sendOverFtx(channel, source, options, peer)
+      : await sendOverClassic(channel, source, options, peer);
+    return { ...sent, seconds: (performance.now() - startedAt) / 1000, peer };
   } catch (error) {
     channel.destroy();
     if (options.signal?.aborted) throw new InterruptedError('interrupted; the receiver discards the partial file');
@@ -131,49 +120,98 @@ export async function sendFile(stream: Duplex, source: SourceFile, options: Send
   }
 }
 
-async function streamData(
-  channel: Channel,
-  source: SourceFile,
-  receipt: Promise<Receipt>,
-  options: SendOptions,
-): Promise<{ digest: string; bytesRead: number }> {
+type Sent = Omit<SendResult, 'seconds' | 'peer'>;
+
+async function sendOverFtx(channel: Channel, source: SourceFile, options: SendOptions, peer: string): Promise<Sent> {
+  const greeting = await readGreeting(channel);
+  options.log?.debug({ peer, greeting }, 'greeted');
+  await sendHeader(channel, { name: source.name, size: source.size, hash: 'sha256', mode: source.mode, mtime: source.mtimeMs });
+  await readDecision(channel);
+  options.onStart?.({ size: source.size, protocol: 'ftx' });
+
+  // From here the receiver may speak at any time (an Error frame), so listen now.
+  const receipt = readReceipt(channel);
+  receipt.catch(() => {}); // Observed below; this only stops an unhandled rejection.
+  const digest = await streamData(channel, source, receipt, options);
+  await sendTrailer(channel, { hash: 'sha256', digest });
+  const confirmed = await receipt;
+  checkReceipt(confirmed, source.size, digest);
+  channel.end();
+  return { protocol: 'ftx', name: confirmed.name, bytes: confirmed.bytes, hash: 'sha256', digest, verified: true };
+}
+
+/**
+ * The classic tutorial server: its greeting is free text, it wants the size as ASCII
+ * digits, answers "ko", and closes once it has read the data. It sends no receipt, so
+ * success here means "delivered and the server closed", not "verified".
+ */
+async function sendOverClassic(channel: Channel, source: SourceFile, options: SendOptions, peer: string): Promise<Sent> {
+  const greeting = await readClassicGreeting(channel);
+  const quoted = JSON.stringify(greeting.trim().slice(0, 80));
+  if (options.verifiedOnly) {
+    throw new UnverifiedError(
+      `${peer} speaks the classic tutorial protocol (it greeted ${quoted}), which confirms nothing; nothing was sent because of --verified-only`,
+    );
+  }
+  options.log?.warn(
+    { peer, greeting },
+    `${peer} speaks the classic tutorial protocol (it greeted ${quoted}): delivery will not be verified (use --verified-only to refuse such receivers)`,
+  );
+  await classicAnnounce(channel, source.size);
+  options.onStart?.({ size: source.size, protocol: 'classic' });
+  const digest = await streamData(channel, source, undefined, options);
+  channel.end();
+  await awaitClassicClose(channel);
+  return { protocol: 'classic', name: source.name, bytes: source.size, hash: 'sha256', digest, verified: false };
+}
+
+/**
+ * Streams exactly the file's size into the channel and returns the digest of what was
+ * read. `peerVerdict`, when given, is a read that settles if the receiver speaks up
+ * mid-transfer: an Error frame stops the data at once and becomes the error thrown.
+ */
+async function streamData(channel: Channel, source: SourceFile, peerVerdict: Promise<unknown> | undefined, options: SendOptions): Promise<string> {
   const hash = createHash('sha256');
   let bytesRead = 0;
-  if (source.size === 0) return { digest: hash.digest('hex'), bytesRead };
-
-  const stop = new AbortController();
-  // If the receiver speaks up mid-transfer it is an error (or a premature receipt): stop reading.
-  receipt.then(
-    () => stop.abort(new ProtocolError('the receiver sent a receipt before the data was complete')),
-    (error: unknown) => stop.abort(error),
-  );
-  const onProgress = options.onProgress;
-  try {
-    await pipeline(
-      source.handle.createReadStream({ start: 0, end: source.size - 1, highWaterMark: READ_CHUNK_BYTES, autoClose: false }),
-      async function* hashAndCount(chunks: AsyncIterable<Buffer>) {
-        for await (const chunk of chunks) {
-          hash.update(chunk);
-          bytesRead += chunk.length;
-          onProgress?.(bytesRead);
-          yield chunk;
-        }
-      },
-      channel.stream,
-      { end: false, signal: stop.signal },
+  if (source.size > 0) {
+    const stop = new AbortController();
+    peerVerdict?.then(
+      () => stop.abort(new ProtocolError('the receiver sent a receipt before the data was complete')),
+      (error: unknown) => stop.abort(error),
     );
-  } catch (error) {
-    if (stop.signal.aborted && stop.signal.reason instanceof FtxError) throw stop.signal.reason;
-    if (options.signal?.aborted) throw new InterruptedError('interrupted');
-    const code = (error as NodeJS.ErrnoException | undefined)?.code;
-    const fromFile = code !== undefined && !code.startsWith('ERR_STREAM') && !['EPIPE', 'ECONNRESET'].includes(code);
-    if (fromFile && !(error instanceof FtxError)) throw localIoError(error, 'read', source.path);
-    // The connection broke: the receiver's Error frame, if it is on its way, says why.
-    const explanation = await Promise.race([receipt.then(() => undefined, (reason: unknown) => reason), delay(EXPLANATION_WAIT_MS)]);
-    if (explanation instanceof FtxError) throw explanation;
-    throw error instanceof FtxError ? error : channel.describeStreamError(error);
+    const onProgress = options.onProgress;
+    try {
+      await pipeline(
+        createReadStream('', { fd: source.handle.fd, start: 0, end: source.size - 1, highWaterMark: READ_CHUNK_BYTES, autoClose: false }),
+        async function* hashAndCount(chunks: AsyncIterable<Buffer>) {
+          for await (const chunk of chunks) {
+            hash.update(chunk);
+            bytesRead += chunk.length;
+            onProgress?.(bytesRead);
+            yield chunk;
+          }
+        },
+        channel.stream,
+        { end: false, signal: stop.signal },
+      );
+    } catch (error) {
+      if (stop.signal.aborted && stop.signal.reason instanceof FtxError) throw stop.signal.reason;
+      if (options.signal?.aborted) throw new InterruptedError('interrupted');
+      const code = (error as NodeJS.ErrnoException | undefined)?.code;
+      const fromFile = code !== undefined && !code.startsWith('ERR_STREAM') && !['EPIPE', 'ECONNRESET'].includes(code);
+      if (fromFile && !(error instanceof FtxError)) throw localIoError(error, 'read', source.path);
+      // The connection broke: the receiver's Error frame, if it is on its way, says why.
+      if (peerVerdict) {
+        const explanation = await Promise.race([peerVerdict.then(() => undefined, (reason: unknown) => reason), delay(EXPLANATION_WAIT_MS)]);
+        if (explanation instanceof FtxError) throw explanation;
+      }
+      throw error instanceof FtxError ? error : channel.describeStreamError(error);
+    }
   }
-  return { digest: hash.digest('hex'), bytesRead };
+  if (bytesRead !== source.size) {
+    throw new LocalIoError(`${source.path} shrank while it was being sent (${bytesRead} of ${source.size} bytes); send it again when nothing writes to it`);
+  }
+  return hash.digest('hex');
 }
 
 function checkReceipt(receipt: Receipt, size: number, digest: string): void {

@@ -1,0 +1,95 @@
+/**
+ * The classic tutorial protocol, which ftx speaks both ways for old scripts:
+ *
+ *   server (receiver)                 client (sender)
+ *   "welcome to conair" (17 bytes) -->
+ *                                 <-- size as ASCII decimal digits, no terminator
+ *   "ko" ------------------------->
+ *                                 <-- exactly size bytes, then close
+ *
+ * There is no name, no digest and no receipt. Two facts shape the code here:
+ * - The size has no terminator. A classic client sends the digits in one sendall and
+ *   then waits for "ko", so the number is complete when no byte has arrived for
+ *   CLASSIC_SIZE_QUIET_MS after the last digit (or a non-digit arrives).
+ * - The client closes right after its last byte; that close is success.
+ */
+import type { Channel } from './channel.js';
+import { ConnectionLostError, ProtocolError } from './errors.js';
+import { isAsciiDigit } from './handshake.js';
+
+export const CLASSIC_GREETING = 'welcome to conair';
+export const CLASSIC_ACK = 'ko';
+
+/**
+ * How long the size must be quiet to count as complete. A client's single sendall
+ * arrives at once; the window covers a size split over two segments (seen on slow
+ * links) while keeping the delay per classic transfer small.
+ */
+export const CLASSIC_SIZE_QUIET_MS = 200;
+
+/** 2^53 - 1 has 16 digits: more cannot be a size ftx can hold exactly. */
+export const MAX_SIZE_DIGITS = 16;
+
+/** The classic server's ack is 2 bytes; a greeting that arrives late can precede it. */
+const MAX_ACK_BYTES = 1024;
+
+/** Receiver side: reads the ASCII size that opens a classic client's conversation. */
+export async function readClassicSize(channel: Channel, quietMs = CLASSIC_SIZE_QUIET_MS): Promise<number> {
+  let digits = '';
+  for (;;) {
+    const chunk = await channel.readRaw();
+    if (!chunk) throw new ConnectionLostError(`${channel.peerRole} closed the connection before its size was complete`);
+    let end = 0;
+    while (end < chunk.length && isAsciiDigit(chunk[end] as number)) end++;
+    digits += chunk.toString('latin1', 0, end);
+    if (digits.length > MAX_SIZE_DIGITS) {
+      throw new ProtocolError(`${channel.peerRole} sent a size of more than ${MAX_SIZE_DIGITS} digits`);
+    }
+    if (end < chunk.length) {
+      // A non-digit ends the size: a client that did not wait for "ko" glued its data on.
+      channel.unread(chunk.subarray(end));
+      break;
+    }
+    const next = await channel.waitForBytes(quietMs);
+    if (next === 'quiet') break;
+    if (next === 'eof') throw new ConnectionLostError(`${channel.peerRole} closed the connection right after its size`);
+  }
+  return Number(digits);
+}
+
+/**
+ * Sender side: the classic server's greeting is whatever text its first send carried.
+ * Binary bytes there mean the peer speaks neither ftx nor the classic protocol.
+ */
+export async function readClassicGreeting(channel: Channel): Promise<string> {
+  const chunk = await channel.readRaw();
+  if (!chunk) throw new ConnectionLostError(`${channel.peerRole} closed the connection before greeting`);
+  // Text: anything but C0 controls (tab, CR and LF excepted) and DEL.
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/.test(chunk.toString('latin1'))) {
+    throw new ProtocolError(
+      `${channel.peerRole} speaks neither ftx nor the classic protocol (its first bytes: ${chunk.subarray(0, 16).toString('hex')}); check the port`,
+    );
+  }
+  return chunk.toString('utf8');
+}
+
+/** Sender side: sends the size and waits for "ko". */
+export async function classicAnnounce(channel: Channel, size: number): Promise<void> {
+  await channel.write(Buffer.from(String(size), 'latin1'));
+  let answer = '';
+  while (!answer.endsWith(CLASSIC_ACK)) {
+    const chunk = await channel.readRaw();
+    if (!chunk) {
+      const said = answer.trim() ? ` (it said ${JSON.stringify(answer.trim().slice(0, 200))})` : '';
+      throw new ConnectionLostError(`${channel.peerRole} closed the connection instead of acknowledging the size${said}`);
+    }
+    answer += chunk.toString('latin1');
+    if (answer.length > MAX_ACK_BYTES) throw new ProtocolError(`${channel.peerRole} did not acknowledge the size with "${CLASSIC_ACK}"`);
+  }
+}
+
+/** Sender side: after the data, the classic server closes once it has read it all. */
+export async function awaitClassicClose(channel: Channel): Promise<void> {
+  while ((await channel.readRaw()) !== null);
+}
