@@ -190,7 +190,7 @@ async function runRecv(args: RecvArgs, output: Output, signal: AbortSignal): Pro
   try {
     const result = await receiveOne(server, {
       target,
-      overwrite: args.force,
+      onConflict: args.force ? 'overwrite' : 'refuse',
       idleTimeoutMs: args.timeout * 1000,
       ...(maxSize === undefined ? {} : { maxSize }),
       signal,

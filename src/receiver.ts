@@ -38,7 +38,7 @@ import { ctime, PROTOCOL_VERSION, type Header, type Ping, type Protocol } from '
 import { problemWithName } from './names.js';
 import { remoteOf } from './net.js';
 import { CLASSIC_ACK, readClassicSize } from './classic.js';
-import { StagedFile } from './staged-file.js';
+import { StagedFile, type ConflictPolicy } from './staged-file.js';
 import { formatBytes } from './units.js';
 
 /** Defaults for a one-shot receiver. */
@@ -50,8 +50,8 @@ const LINGER_MS = 2_000;
 export interface ReceiveOptions {
   /** A file path, or an existing folder where the file is stored under the sender's name. */
   target: string;
-  /** Replace an existing file of the same name. */
-  overwrite: boolean;
+  /** What to do when the target name is taken: refuse the file, pick "name-N", or replace. */
+  onConflict: ConflictPolicy;
   /** Give up on a connection after this long without traffic. */
   idleTimeoutMs: number;
   /** Refuse files larger than this many bytes. */
@@ -79,13 +79,31 @@ export type ConnectionOutcome =
   | { kind: 'ping'; message: string }
   | { kind: 'silent' };
 
-/** Lets the caller decide, when a header arrives, whether this connection may take a file. */
-export interface ConnectionPolicy {
-  /** Returns a refusal message if the receiver cannot take a file now, undefined to go ahead. */
-  claim(): string | undefined;
+/** A sender's request, once the receiver knows where the file would go. */
+export interface TransferRequest {
+  path: string;
+  size: number;
+  /** Free bytes in the target's file system (statfs), when known. */
+  freeBytes: number | undefined;
 }
 
-const alwaysAccept: ConnectionPolicy = { claim: () => undefined };
+export interface Refusal {
+  reason: RefusalReason;
+  message: string;
+}
+
+/**
+ * Lets the caller decide, once a request passed the per-file checks, whether this
+ * connection may take it now (one-shot: only one file; serve mode: a limit on
+ * concurrent transfers, names in flight, space reserved by transfers in flight).
+ */
+export interface ConnectionPolicy {
+  /** Returns why not, or undefined to go ahead; a claim is held until release(). */
+  claim(request: TransferRequest): Refusal | undefined;
+  release(request: TransferRequest): void;
+}
+
+const alwaysAccept: ConnectionPolicy = { claim: () => undefined, release: () => {} };
 
 /**
  * Runs one connection from greeting to receipt. Resolves with what the peer wanted;
@@ -152,9 +170,11 @@ async function receiveFile(
     await sendRefuse(channel, reason, message).catch(() => {});
     throw new RefusedError(reason, message);
   };
-  const path = await decideTarget(header, options, policy, refuse);
-  const staged = await StagedFile.create(path);
+  const request = await decideTarget(header, options, policy, refuse);
+  const path = request.path;
+  let staged: StagedFile | undefined;
   try {
+    staged = await StagedFile.create(path);
     await sendAccept(channel);
     log.debug({ peer, name: header.name, size: header.size, path, temp: staged.tempPath }, 'accepted');
     options.onStart?.({ name: header.name, path, size: header.size, peer, protocol: 'ftx' });
@@ -167,11 +187,13 @@ async function receiveFile(
       );
     }
 
-    await withKeepAlives(channel, options.idleTimeoutMs, () => staged.commit({ overwrite: options.overwrite }));
-    await sendReceipt(channel, { bytes: received, hash: header.hash, digest, name: basename(path) });
-    return { path, bytes: received, hash: header.hash, digest, seconds: (performance.now() - startedAt) / 1000, peer, protocol: 'ftx' };
+    const file = staged;
+    const stored = await withKeepAlives(channel, options.idleTimeoutMs, () => file.commit(options.onConflict));
+    await sendReceipt(channel, { bytes: received, hash: header.hash, digest, name: basename(stored) });
+    return { path: stored, bytes: received, hash: header.hash, digest, seconds: (performance.now() - startedAt) / 1000, peer, protocol: 'ftx' };
   } finally {
-    await staged.discard();
+    await staged?.discard();
+    policy.release(request);
   }
 }
 
@@ -188,21 +210,24 @@ async function receiveClassicFile(channel: Channel, options: ReceiveOptions, pol
     throw new RefusedError(reason, message);
   };
   const name = classicFileName(new Date());
-  const path = await decideTarget({ name, size }, options, policy, refuse);
-  const staged = await StagedFile.create(path);
+  const request = await decideTarget({ name, size }, options, policy, refuse);
+  const path = request.path;
+  let staged: StagedFile | undefined;
   try {
+    staged = await StagedFile.create(path);
     await channel.write(Buffer.from(CLASSIC_ACK, 'latin1'));
     log.info({ peer, size, path }, `${peer} speaks the classic tutorial protocol: no name, no digest, no receipt`);
     options.onStart?.({ name: basename(path), path, size, peer, protocol: 'classic' });
     const { digest, received } = await writeData(channel, size, staged, options.onProgress);
-    await staged.commit({ overwrite: options.overwrite });
+    const stored = await staged.commit(options.onConflict);
     const extra = await drainAndCount(channel);
     if (extra > 0) {
       log.warn({ peer, extra }, `the classic sender sent ${extra} bytes more than the ${size} it announced; kept the first ${size}`);
     }
-    return { path, bytes: received, hash: 'sha256', digest, seconds: (performance.now() - startedAt) / 1000, peer, protocol: 'classic' };
+    return { path: stored, bytes: received, hash: 'sha256', digest, seconds: (performance.now() - startedAt) / 1000, peer, protocol: 'classic' };
   } finally {
-    await staged.discard();
+    await staged?.discard();
+    policy.release(request);
   }
 }
 
@@ -245,14 +270,15 @@ interface IncomingFile {
 
 /**
  * Decides where the file goes and whether to take it; `refuse` tells the sender why
- * not (in its protocol) and throws.
+ * not (in its protocol) and throws. On success the policy's claim is held: the caller
+ * must release it.
  */
 async function decideTarget(
   incoming: IncomingFile,
   options: ReceiveOptions,
   policy: ConnectionPolicy,
   refuse: (reason: RefusalReason, message: string) => Promise<never>,
-): Promise<string> {
+): Promise<TransferRequest> {
   const targetIsFolder = await isFolder(options.target);
   let path = options.target;
   if (targetIsFolder) {
@@ -261,22 +287,25 @@ async function decideTarget(
     path = join(options.target, incoming.name);
   }
 
-  const busy = policy.claim();
-  if (busy) await refuse('busy', busy);
-
   if (options.maxSize !== undefined && incoming.size > options.maxSize) {
     await refuse('too-large', `${formatBytes(incoming.size)} is more than the ${formatBytes(options.maxSize)} this receiver takes (--max-size)`);
   }
 
   const existing = await lstat(path).catch(() => undefined);
   if (existing?.isDirectory()) await refuse('exists', `${path} is a folder on the receiver`);
-  if (existing && !options.overwrite) await refuse('exists', `${path} already exists on the receiver; remove it or run ftx recv with --force`);
-
-  const free = await freeBytes(dirname(path));
-  if (free !== undefined && incoming.size > free) {
-    await refuse('no-space', `not enough free space for ${formatBytes(incoming.size)} on the receiver (${formatBytes(free)} free in ${dirname(path)})`);
+  if (existing && options.onConflict === 'refuse') {
+    await refuse('exists', `${path} already exists on the receiver; remove it, send under another name (--name), or run the receiver with --force`);
   }
-  return path;
+
+  const freeBytes = await freeBytesIn(dirname(path));
+  if (freeBytes !== undefined && incoming.size > freeBytes) {
+    await refuse('no-space', `not enough free space for ${formatBytes(incoming.size)} on the receiver (${formatBytes(freeBytes)} free in ${dirname(path)})`);
+  }
+
+  const request: TransferRequest = { path, size: incoming.size, freeBytes };
+  const refusal = policy.claim(request);
+  if (refusal) await refuse(refusal.reason, refusal.message);
+  return request;
 }
 
 async function isFolder(path: string): Promise<boolean> {
@@ -289,7 +318,7 @@ async function isFolder(path: string): Promise<boolean> {
   return stats?.isDirectory() ?? false;
 }
 
-async function freeBytes(folder: string): Promise<number | undefined> {
+async function freeBytesIn(folder: string): Promise<number | undefined> {
   try {
     const stats = await statfs(folder);
     return stats.bavail * stats.bsize;
@@ -391,11 +420,13 @@ export function receiveOne(server: Server, options: ReceiveOptions & { signal?: 
       let carriesTheFile = false;
       const policy: ConnectionPolicy = {
         claim: () => {
-          if (claimed) return 'the receiver is busy with another file; try again when it is done';
+          if (claimed) return { reason: 'busy', message: 'the receiver is busy with another file; try again when it is done' };
           claimed = true;
           carriesTheFile = true;
           return undefined;
         },
+        // A one-shot receiver takes one file, whatever becomes of it.
+        release: () => {},
       };
       const handled = handleConnection(socket, options, policy).then(
         (outcome) => {

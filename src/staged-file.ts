@@ -6,9 +6,10 @@
  * place and fsyncs the folder so the new name itself survives a power cut. Until then
  * the final name is untouched; discard() removes the temporary file.
  *
- * Without overwrite, the move is link() + unlink(): link fails with EEXIST if the
- * target appeared in the meantime, so an existing file is never clobbered even by a
- * race with another writer. rename() would silently replace it.
+ * Unless asked to overwrite, the move is link() + unlink(): link fails with EEXIST if
+ * the target appeared in the meantime, so an existing file is never clobbered even by
+ * a race with another writer (rename() would silently replace it). Two receivers of
+ * the same name never interleave bytes: each has its own temporary file.
  */
 import { randomBytes } from 'node:crypto';
 import { constants, createWriteStream, type WriteStream } from 'node:fs';
@@ -25,6 +26,21 @@ const WRITE_HIGH_WATER_MARK = 4 * 1024 * 1024;
 
 /** Keeps temporary names under NAME_MAX (255 bytes) whatever the final name's length. */
 const MAX_TEMP_STEM_BYTES = 200;
+
+/** What to do when the final name is taken. */
+export type ConflictPolicy = 'refuse' | 'rename' | 'overwrite';
+
+/** Past this many "-N" names, give up rather than scan a folder forever. */
+const MAX_RENAME_ATTEMPTS = 1000;
+
+/** "db.dump" -> "db-3.dump"; "backup.tar.gz" -> "backup-3.tar.gz"; ".profile" -> ".profile-3". */
+export function numberedName(path: string, n: number): string {
+  const name = basename(path);
+  const firstDot = name.indexOf('.', 1);
+  const stem = firstDot === -1 ? name : name.slice(0, firstDot);
+  const extension = firstDot === -1 ? '' : name.slice(firstDot);
+  return join(dirname(path), `${stem}-${n}${extension}`);
+}
 
 export function temporaryNameFor(finalPath: string): string {
   let stem = basename(finalPath);
@@ -69,21 +85,20 @@ export class StagedFile {
   }
 
   /**
-   * Makes the data durable and gives it its final name. Throws RefusedError('exists')
-   * if the target exists and overwrite is false; the temporary file is then removed.
+   * Makes the data durable and gives it a final name, which it returns:
+   * - 'refuse': the target name, or RefusedError('exists') if a file appeared there;
+   * - 'rename': the target name, or the first free "stem-N.ext" beside it;
+   * - 'overwrite': the target name, replacing what is there.
+   * On failure the temporary file is removed.
    */
-  async commit(options: { overwrite: boolean }): Promise<void> {
+  async commit(onConflict: ConflictPolicy): Promise<string> {
     const handle = this.#requireOpen();
+    let finalPath: string;
     try {
       await handle.sync();
       await handle.close();
       this.#handle = undefined;
-      if (options.overwrite) {
-        await rename(this.tempPath, this.finalPath);
-      } else {
-        await link(this.tempPath, this.finalPath);
-        await unlink(this.tempPath);
-      }
+      finalPath = await this.#moveIntoPlace(onConflict);
       this.#state = 'committed';
     } catch (error) {
       await this.discard();
@@ -92,7 +107,27 @@ export class StagedFile {
       }
       throw localIoError(error, 'store', this.finalPath);
     }
-    await syncFolder(dirname(this.finalPath));
+    await syncFolder(dirname(finalPath));
+    return finalPath;
+  }
+
+  async #moveIntoPlace(onConflict: ConflictPolicy): Promise<string> {
+    if (onConflict === 'overwrite') {
+      await rename(this.tempPath, this.finalPath);
+      return this.finalPath;
+    }
+    const attempts = onConflict === 'rename' ? MAX_RENAME_ATTEMPTS : 1;
+    for (let attempt = 0; ; attempt++) {
+      const candidate = attempt === 0 ? this.finalPath : numberedName(this.finalPath, attempt);
+      try {
+        await link(this.tempPath, candidate);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'EEXIST' && attempt + 1 < attempts) continue;
+        throw error;
+      }
+      await unlink(this.tempPath);
+      return candidate;
+    }
   }
 
   /** Removes the temporary file. Safe to call more than once, and after commit. */

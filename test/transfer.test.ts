@@ -107,7 +107,7 @@ describe('refusals: the sender is told why, and nothing is written', () => {
     const source = await randomFile(folder, 'new.bin', 100);
     const target = join(folder, 'existing.bin');
     await writeFile(target, 'old');
-    const receiver = await startReceiver({ target, overwrite: true });
+    const receiver = await startReceiver({ target, onConflict: 'overwrite' });
     await sendTo(receiver.port, source);
     await receiver.result;
     await expectSameFile(target, source);
@@ -126,7 +126,7 @@ describe('refusals: the sender is told why, and nothing is written', () => {
     await expect(sendTo(refused.port, source)).rejects.toMatchObject({ reason: 'exists' });
     await expect(refused.result).rejects.toThrow(RefusedError);
 
-    const overwriting = await startReceiver({ target: inbox, overwrite: true });
+    const overwriting = await startReceiver({ target: inbox, onConflict: 'overwrite' });
     await sendTo(overwriting.port, source);
     await overwriting.result;
     expect(await readFile(victim, 'utf8')).toBe('do not touch');

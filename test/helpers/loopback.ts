@@ -13,7 +13,7 @@ export interface RunningReceiver {
 export async function startReceiver(options: Partial<ReceiveOptions> & { target: string; signal?: AbortSignal }): Promise<RunningReceiver> {
   const server = await listen(0, '127.0.0.1');
   const port = (server.address() as { port: number }).port;
-  const result = receiveOne(server, { overwrite: false, idleTimeoutMs: 5_000, ...options });
+  const result = receiveOne(server, { onConflict: 'refuse', idleTimeoutMs: 5_000, ...options });
   result.catch(() => {}); // Tests await it when they care.
   return { port, server, result };
 }
