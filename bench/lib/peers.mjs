@@ -1,0 +1,167 @@
+/**
+ * The peers under test. Each knows how to start its receiver (resolving once it
+ * listens, with the port), how to start its sender, and what its own output must say
+ * for a run to count (exit codes, ftx's JSON summary and digest). Byte comparison of
+ * the written file is common to all and lives in the runner.
+ */
+import { createServer } from 'node:net';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { startMeasured, waitForLine } from './proc.mjs';
+
+const READY_TIMEOUT_MS = 15_000;
+
+/**
+ * ftx's receiver announces its port in a JSON log line at info level; --quiet would
+ * lower the level to warn and hide it, so the bench asks for info explicitly. The
+ * progress bar is off anyway (stderr is a pipe, not a terminal).
+ */
+const FTX_RECV_FLAGS = ['--port', '0', '--json', '--force', '--log-format', 'json', '--log-level', 'info'];
+
+export function definePeers({ root, nc, python, timeBinary }) {
+  const ftxBin = join(root, 'bin', 'ftx.js');
+  const nodePipe = join(root, 'bench', 'node-pipe.mjs');
+  const measured = (command, args, options = {}) => startMeasured(command, args, { timeBinary, cwd: root, ...options });
+
+  return [
+    {
+      id: 'ftx',
+      label: 'ftx (sha256 verified)',
+      // ftx stages into a temporary file beside the target and renames it: /dev/null
+      // cannot be a target, so there is no sink mode to measure.
+      modes: ['file'],
+      async startReceiver(out) {
+        const proc = measured(process.execPath, [ftxBin, 'recv', out, ...FTX_RECV_FLAGS]);
+        const match = await waitForLine(proc, /"event":"listening".*?"port":(\d+)/, READY_TIMEOUT_MS, 'ftx recv');
+        return { proc, port: Number(match[1]) };
+      },
+      startSender(src, port) {
+        return measured(process.execPath, [ftxBin, 'send', src, `127.0.0.1:${port}`, '--json', '--quiet']);
+      },
+      check(source, sender, receiver) {
+        const failure = exitCodesOnly(source, sender, receiver);
+        if (failure) return failure;
+        const sent = lastJson(sender.stdout);
+        const received = lastJson(receiver.stdout);
+        if (!sent?.ok) return `ftx send summary not ok: ${sender.stdout.trim().slice(-300) || sender.stderr.trim().slice(-300)}`;
+        if (!received?.ok) return `ftx recv summary not ok: ${receiver.stdout.trim().slice(-300) || receiver.stderr.trim().slice(-300)}`;
+        if (sent.sha256 !== source.sha256 || received.sha256 !== source.sha256) return 'ftx reported a sha256 other than the source file\'s';
+        if (received.bytes !== source.size) return `ftx recv reported ${received.bytes} bytes, expected ${source.size}`;
+        return undefined;
+      },
+      /** ftx's own view: transfer time from accept to receipt, without process start-up. */
+      selfReport(sender, receiver) {
+        const received = lastJson(receiver.stdout);
+        const sent = lastJson(sender.stdout);
+        return { recvSeconds: received?.seconds ?? null, recvMbps: received?.mbps ?? null, sendSeconds: sent?.seconds ?? null, sendMbps: sent?.mbps ?? null };
+      },
+    },
+    {
+      id: 'nc',
+      label: 'nc (openbsd, plain TCP)',
+      modes: ['file', 'sink'],
+      skip: nc.skip,
+      async startReceiver(out) {
+        // nc cannot report the port it got, so pick a free one and watch the kernel's
+        // socket table for its listener (connecting to test it would use up nc's one accept).
+        const port = await freePort();
+        const proc = measured(nc.path, ['-l', '-p', String(port)], { stdout: out });
+        await waitForListener(port, proc, 'nc -l');
+        return { proc, port };
+      },
+      startSender(src, port) {
+        return measured(nc.path, ['-N', '127.0.0.1', String(port)], { stdin: src });
+      },
+      check: exitCodesOnly,
+    },
+    {
+      id: 'classic',
+      label: 'classic python (1 KiB recv loop)',
+      modes: ['file', 'sink'],
+      skip: python.skip,
+      async startReceiver(out) {
+        const proc = measured(python.path, [join(root, 'test/peers/classic_server.py'), out, '--port', '0']);
+        const match = await waitForLine(proc, /^listening on (\d+)/, READY_TIMEOUT_MS, 'classic_server.py');
+        return { proc, port: Number(match[1]) };
+      },
+      startSender(src, port) {
+        return measured(python.path, [join(root, 'test/peers/classic_client.py'), src, '127.0.0.1', String(port)]);
+      },
+      check(source, sender, receiver) {
+        const failure = exitCodesOnly(source, sender, receiver);
+        if (failure) return failure;
+        const match = /received (\d+) bytes/.exec(receiver.stdout);
+        if (!match || Number(match[1]) !== source.size) return `classic_server.py did not report ${source.size} bytes: ${receiver.stdout.trim().slice(-200)}`;
+        return undefined;
+      },
+    },
+    {
+      id: 'node',
+      label: 'node pipe (no protocol, no hash)',
+      modes: ['file', 'sink'],
+      async startReceiver(out) {
+        const proc = measured(process.execPath, [nodePipe, 'recv', out, '--port', '0']);
+        const match = await waitForLine(proc, /^listening on (\d+)/, READY_TIMEOUT_MS, 'node-pipe recv');
+        return { proc, port: Number(match[1]) };
+      },
+      startSender(src, port) {
+        return measured(process.execPath, [nodePipe, 'send', src, '127.0.0.1', String(port)]);
+      },
+      check: exitCodesOnly,
+    },
+  ];
+}
+
+function exitCodesOnly(_source, sender, receiver) {
+  if (sender.code !== 0) return `sender exited with ${sender.code ?? sender.signal}: ${sender.stderr.trim().slice(-300)}`;
+  if (receiver.code !== 0) return `receiver exited with ${receiver.code ?? receiver.signal}: ${receiver.stderr.trim().slice(-300)}`;
+  return undefined;
+}
+
+export function lastJson(text) {
+  const lines = text.trim().split('\n').reverse();
+  for (const line of lines) {
+    try {
+      return JSON.parse(line);
+    } catch {
+      // Not JSON; keep looking.
+    }
+  }
+  return undefined;
+}
+
+/** A port nothing listens on right now (bind to 0, read it, close). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen({ port: 0, host: '127.0.0.1' }, () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls /proc/net/tcp{,6} until something listens on `port` (state 0A = LISTEN). */
+async function waitForListener(port, proc, what) {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  const pattern = new RegExp(`^\\s*\\d+: [0-9A-F]+:${hexPort} [0-9A-F]+:0000 0A `, 'm');
+  let exited = false;
+  proc.done.then(() => {
+    exited = true;
+  });
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+      try {
+        if (pattern.test(readFileSync(table, 'utf8'))) return;
+      } catch {
+        // No IPv6 table on this machine.
+      }
+    }
+    if (exited) throw new Error(`${what} exited before listening: ${(await proc.done).stderr.trim().slice(-300)}`);
+    await delay(5);
+  }
+  throw new Error(`${what}: nothing listening on port ${port} after ${READY_TIMEOUT_MS / 1000} s`);
+}
