@@ -26,6 +26,11 @@ const LOST_CONNECTION_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'E
 export class Channel {
   readonly stream: Duplex;
   readonly peerRole: string;
+  /**
+   * Last words on a timeout: the bytes that tell the peer why we hang up (an Error
+   * frame, or a text line for a classic peer). Written just before the socket closes.
+   */
+  farewell: ((error: FtxError) => Buffer) | undefined;
   readonly #decoder = new FrameDecoder();
   readonly #chunks: AsyncIterator<Buffer>;
   #ended = false;
@@ -46,11 +51,13 @@ export class Channel {
     socket.removeAllListeners('timeout');
     if (ms > 0) {
       socket.once('timeout', () => {
-        socket.destroy(
-          new TimeoutError(
-            `${this.peerRole} sent nothing for ${ms / 1000} s; it may have crashed or the network is down (raise --timeout for slow links)`,
-          ),
+        const error = new TimeoutError(
+          `${this.peerRole} sent nothing for ${ms / 1000} s; it may have crashed or the network is down (raise --timeout for slow links)`,
         );
+        // Everything sent to us was read (we were idle), so closing sends FIN, not RST,
+        // and the peer gets to read this before it sees the end.
+        if (this.farewell && socket.writable) socket.write(this.farewell(error));
+        socket.destroy(error);
       });
     }
   }

@@ -52,6 +52,8 @@ export interface Output {
   log: Logger;
   /** Starts a bar if stderr is a terminal and output is not quiet; returns it or undefined. */
   startProgress(total: number, label: string): Promise<Progress | undefined>;
+  /** Serve mode: one line per transfer plus a total, under the same conditions. */
+  startBoard(): Promise<TransferBoard | undefined>;
 }
 
 export async function createOutput(options: { level: LogLevel; format: LogFormat; progress: boolean }): Promise<Output> {
@@ -69,7 +71,91 @@ export async function createOutput(options: { level: LogLevel; format: LogFormat
       };
       return progress;
     },
+    async startBoard() {
+      if (!options.progress) return undefined;
+      const board = await TransferBoard.start();
+      sink.bars = board.bars;
+      board.onStop = () => {
+        sink.bars = undefined;
+      };
+      return board;
+    },
   };
+}
+
+/**
+ * Serve mode's display: a bar per transfer in flight, and a total line (files stored,
+ * transfers active, bytes received since start).
+ */
+export class TransferBoard {
+  onStop: (() => void) | undefined;
+  readonly #rows = new Map<number, { bar: SingleBar; total: number; done: number }>();
+  readonly #startedAt = performance.now();
+  #bytesBefore = 0;
+  #filesStored = 0;
+  #lastDraw = 0;
+
+  private constructor(
+    readonly bars: MultiBar,
+    private readonly totalBar: SingleBar,
+  ) {}
+
+  static async start(): Promise<TransferBoard> {
+    const cliProgress = (await import('cli-progress')).default;
+    const bars = new cliProgress.MultiBar(
+      { stream: process.stderr, format: '{label} {bar} {percentage}% | {done} / {size} | {rate}', barsize: 24, hideCursor: true, clearOnComplete: false, fps: 10 },
+      cliProgress.Presets.shades_classic,
+    );
+    const totalBar = bars.create(1, 0, { label: 'total', done: '', size: '', rate: '' }, { format: '{label} {summary}' });
+    const board = new TransferBoard(bars, totalBar);
+    board.#drawTotal();
+    return board;
+  }
+
+  add(id: number, label: string, total: number): void {
+    const bar = this.bars.create(Math.max(total, 1), 0, { label: label.slice(0, 24).padEnd(24), done: formatBytes(0), size: formatBytes(total), rate: '' });
+    this.#rows.set(id, { bar, total, done: 0 });
+    this.#drawTotal();
+  }
+
+  update(id: number, done: number): void {
+    const row = this.#rows.get(id);
+    if (!row) return;
+    row.done = done;
+    const now = performance.now();
+    if (now - this.#lastDraw < REDRAW_EVERY_MS) return;
+    this.#lastDraw = now;
+    for (const each of this.#rows.values()) each.bar.update(each.total === 0 ? 1 : each.done, { done: formatBytes(each.done) });
+    this.#drawTotal();
+  }
+
+  /** Removes a transfer's line; `stored` counts it in the total. */
+  remove(id: number, stored: boolean): void {
+    const row = this.#rows.get(id);
+    if (!row) return;
+    this.#rows.delete(id);
+    this.bars.remove(row.bar);
+    this.#bytesBefore += row.done;
+    if (stored) this.#filesStored += 1;
+    this.#drawTotal();
+  }
+
+  stop(): void {
+    if (!this.onStop) return;
+    this.#drawTotal();
+    this.bars.update();
+    this.bars.stop();
+    this.onStop();
+    this.onStop = undefined;
+  }
+
+  #drawTotal(): void {
+    let bytes = this.#bytesBefore;
+    for (const row of this.#rows.values()) bytes += row.done;
+    const seconds = (performance.now() - this.#startedAt) / 1000;
+    const summary = `${this.#filesStored} files stored, ${this.#rows.size} in progress, ${formatBytes(bytes)} received (${formatBytes(bytes / Math.max(seconds, 1e-3))}/s average)`;
+    this.totalBar.update(0, { summary });
+  }
 }
 
 /** Redrawing on every chunk would cost more than the transfer; a few times a second is enough. */

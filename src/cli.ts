@@ -6,12 +6,14 @@
 import { constants } from 'node:fs';
 import { access, lstat, stat } from 'node:fs/promises';
 import type { Server } from 'node:net';
-import { dirname, resolve as resolvePath } from 'node:path';
+import { basename, dirname, resolve as resolvePath } from 'node:path';
 import yargs, { type Argv } from 'yargs';
 import { createOutput, type LogFormat, type LogLevel, type Output } from './cli-output.js';
 import { FtxError, InterruptedError, isFtxError, localIoError, LocalIoError, RefusedError, UsageError } from './errors.js';
 import { EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_SIGTERM } from './exit-codes.js';
 import { connect, DEFAULT_PORT, formatHostPort, lanAddresses, listen, parseHostPort, parsePort, type HostPort } from './net.js';
+import { DEFAULT_MAX_CONNS } from './serve-defaults.js';
+import type { ConflictPolicy } from './staged-file.js';
 import { formatBytes, parseByteSize } from './units.js';
 import { VERSION } from './version.js';
 
@@ -29,6 +31,10 @@ interface RecvArgs extends CommonArgs {
   bind: string | undefined;
   force: boolean;
   'max-size': number | undefined;
+  serve: boolean;
+  'max-conns': number;
+  'on-conflict': ConflictPolicy | undefined;
+  grace: number;
 }
 
 interface SendArgs extends CommonArgs {
@@ -76,8 +82,23 @@ function buildParser(argv: string[]) {
         .option('bind', { type: 'string', describe: 'Listen on this address only [default: all interfaces, IPv6 and IPv4]' })
         .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'Replace the target if it exists' })
         .option('max-size', { type: 'string', describe: 'Refuse files larger than this (e.g. 10G)', coerce: parseMaxSize })
+        .option('serve', { type: 'boolean', default: false, describe: 'Keep running and store every sender\'s file in the target folder, many at once' })
+        .option('max-conns', { type: 'number', default: DEFAULT_MAX_CONNS, describe: 'With --serve: transfers at once; more senders are refused as busy' })
+        .option('on-conflict', {
+          choices: ['refuse', 'rename', 'overwrite'] as const,
+          describe: 'When the name is taken: refuse the file, store it as name-N, or replace [default: refuse; overwrite with --force]',
+        })
+        .option('grace', { type: 'number', default: 30, describe: 'With --serve: on Ctrl-C/SIGTERM, seconds to let transfers in flight finish' })
+        .check((argv) => {
+          if (argv.force && argv['on-conflict'] && argv['on-conflict'] !== 'overwrite') throw new UsageError('--force means --on-conflict overwrite; give one or the other');
+          if (!(Number.isInteger(argv['max-conns']) && argv['max-conns'] >= 1)) throw new UsageError('--max-conns must be a whole number of at least 1');
+          if (!(argv.grace >= 0)) throw new UsageError('--grace must be a number of seconds, 0 or more');
+          if (!(argv.timeout >= 0)) throw new UsageError('--timeout must be a number of seconds, 0 or more');
+          return true;
+        })
         .example('ftx recv out.jpg', 'save the next file that arrives as out.jpg')
-        .example('ftx recv /srv/inbox --port 7000', 'keep the sender\'s file name, listen on port 7000'),
+        .example('ftx recv /srv/inbox --port 7000', 'keep the sender\'s file name, listen on port 7000')
+        .example('ftx recv --serve /srv/backups --on-conflict rename', 'a backup box: many senders, forever'),
     )
     .command('send <file> <destination>', 'Send one file to a waiting `ftx recv`', (args) =>
       commonOptions(args)
@@ -149,9 +170,12 @@ export async function main(argv: string[]): Promise<number> {
   });
   const interruption = watchSignals();
   try {
+    const recvArgs = parsed as unknown as RecvArgs;
     const summary =
       command === 'recv'
-        ? await runRecv(parsed as unknown as RecvArgs, output, interruption.signal)
+        ? recvArgs.serve
+          ? await runServe(recvArgs, output, interruption)
+          : await runRecv(recvArgs, output, interruption.signal)
         : command === 'send'
           ? await runSend(parsed as unknown as SendArgs, output, interruption.signal)
           : await runPing(parsed as unknown as PingArgs, output, interruption.signal);
@@ -175,22 +199,16 @@ async function runRecv(args: RecvArgs, output: Output, signal: AbortSignal): Pro
   const port = args.port;
   const maxSize = args['max-size'];
   const target = resolvePath(args.target);
-  await checkTarget(target, args.force);
+  await checkTarget(target, conflictPolicy(args) !== 'refuse');
 
   const server: Server = await listen(port, args.bind);
-  const boundPort = (server.address() as { port: number }).port;
-  const addresses = args.bind ? [args.bind] : lanAddresses();
-  const commands = (addresses.length > 0 ? addresses : ['THIS-HOST']).slice(0, 3).map((host) => `ftx send FILE ${formatHostPort({ host, port: boundPort })}`);
-  output.log.info(
-    { event: 'listening', port: boundPort, bind: args.bind ?? null, addresses, target },
-    `listening on port ${boundPort}${args.bind ? ` of ${args.bind}` : ''}; on the sending machine run: ${commands.join('   or   ')}`,
-  );
+  announceListening(args, output, (server.address() as { port: number }).port, target);
 
   let progress: Awaited<ReturnType<Output['startProgress']>>;
   try {
     const result = await receiveOne(server, {
       target,
-      onConflict: args.force ? 'overwrite' : 'refuse',
+      onConflict: conflictPolicy(args),
       idleTimeoutMs: args.timeout * 1000,
       ...(maxSize === undefined ? {} : { maxSize }),
       signal,
@@ -223,6 +241,78 @@ async function runRecv(args: RecvArgs, output: Output, signal: AbortSignal): Pro
     progress?.stop();
     server.close();
   }
+}
+
+function conflictPolicy(args: RecvArgs): ConflictPolicy {
+  return args['on-conflict'] ?? (args.force ? 'overwrite' : 'refuse');
+}
+
+/** Serve mode: runs until Ctrl-C/SIGTERM, then drains (see ServeReceiver.shutdown). */
+async function runServe(args: RecvArgs, output: Output, interruption: Interruption): Promise<Summary> {
+  const { ServeReceiver } = await import('./serve.js');
+  const folder = resolvePath(args.target);
+  const folderStats = await stat(folder).catch((error: unknown) => {
+    throw localIoError(error, 'serve into', folder);
+  });
+  if (!folderStats.isDirectory()) throw new UsageError(`--serve needs a folder to store files in; ${folder} is not one`);
+  await access(folder, constants.W_OK).catch((error: unknown) => {
+    throw localIoError(error, 'write into', folder);
+  });
+  const server = await listen(args.port, args.bind);
+  announceListening(args, output, (server.address() as { port: number }).port, folder);
+
+  const board = await output.startBoard();
+  const stats = { stored: 0, failed: 0, pings: 0, bytes: 0 };
+  const receiver = new ServeReceiver(server, {
+    folder,
+    maxConns: args['max-conns'],
+    onConflict: conflictPolicy(args),
+    idleTimeoutMs: args.timeout * 1000,
+    ...(args['max-size'] === undefined ? {} : { maxSize: args['max-size'] }),
+    log: output.log,
+    onTransferStart: ({ id, peer, name, size, protocol }) => {
+      output.log.info({ event: 'transfer-start', id, peer, name, size, protocol }, `#${id} receiving ${name} (${formatBytes(size)}) from ${peer}`);
+      board?.add(id, `#${id} ${name}`, size);
+    },
+    onTransferProgress: (id, bytes) => board?.update(id, bytes),
+    onConnectionEnd: (id, peer, outcome) => {
+      if (outcome.kind === 'file') {
+        const { result } = outcome;
+        stats.stored += 1;
+        stats.bytes += result.bytes;
+        board?.remove(id, true);
+        output.log.info(
+          { event: 'transfer-done', id, peer, name: basename(result.path), path: result.path, bytes: result.bytes, sha256: result.digest, seconds: round(result.seconds), protocol: result.protocol },
+          `#${id} stored ${result.path} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s) from ${peer}`,
+        );
+      } else if (outcome.kind === 'error') {
+        stats.failed += 1;
+        board?.remove(id, false);
+        output.log.warn({ event: 'transfer-failed', id, peer, code: outcome.error.code, reason: (outcome.error as RefusedError).reason }, `#${id} from ${peer}: ${outcome.error.message}`);
+      } else if (outcome.kind === 'ping') {
+        stats.pings += 1;
+        output.log.info({ event: 'ping', id, peer }, `#${id} answered a ping from ${peer}`);
+      } else {
+        output.log.debug({ event: 'silent', id, peer }, `#${id} ${peer} closed without a word`);
+      }
+    },
+  });
+
+  // Ctrl-C or SIGTERM: stop accepting and let transfers finish; a second one cuts them now.
+  await new Promise<void>((resolve) => interruption.signal.addEventListener('abort', () => resolve(), { once: true }));
+  const graceMs = args.grace * 1000;
+  if (receiver.activeTransfers > 0) {
+    output.log.info({ event: 'draining', active: receiver.activeTransfers }, `stopping: letting ${receiver.activeTransfers} transfers finish (up to ${args.grace} s; press Ctrl-C again to cut them now)`);
+  }
+  const cutNow = new Promise<number>((resolve) => {
+    interruption.onRepeat = () => resolve(receiver.shutdown(0));
+  });
+  const cut = await Promise.race([receiver.shutdown(graceMs), cutNow]);
+  board?.stop();
+  const summary = { folder, stored: stats.stored, failed: stats.failed, pings: stats.pings, bytes: stats.bytes, cut };
+  output.log.info({ event: 'stopped', ...summary }, `stopped: ${stats.stored} files stored, ${stats.failed} failed, ${cut} cut short`);
+  if (cut > 0) throw new InterruptedError(`${cut} transfers in flight were cut short; their partial files were removed`, interruption.signalName());
+  return summary;
 }
 
 async function runSend(args: SendArgs, output: Output, signal: AbortSignal): Promise<Summary> {
@@ -287,6 +377,16 @@ async function runPing(args: PingArgs, output: Output, signal: AbortSignal): Pro
   return { peer, protocol: result.protocol, reply: result.reply, version: result.version, rttMs: round(result.roundTripMs), time: result.time ?? null };
 }
 
+/** Logs where the receiver listens, with the command to type on the sending machine. */
+function announceListening(args: RecvArgs, output: Output, port: number, target: string): void {
+  const addresses = args.bind ? [args.bind] : lanAddresses();
+  const commands = (addresses.length > 0 ? addresses : ['THIS-HOST']).slice(0, 3).map((host) => `ftx send FILE ${formatHostPort({ host, port })}`);
+  output.log.info(
+    { event: 'listening', port, bind: args.bind ?? null, addresses, target, serve: args.serve },
+    `${args.serve ? 'serving' : 'listening'} on port ${port}${args.bind ? ` of ${args.bind}` : ''}; on the sending machine run: ${commands.join('   or   ')}`,
+  );
+}
+
 /** Fails early, before listening, when the target cannot possibly work. */
 async function checkTarget(target: string, force: boolean): Promise<void> {
   const existing = await stat(target).catch(() => undefined);
@@ -317,6 +417,8 @@ function parseMaxSize(text: string): number {
 interface Interruption {
   signal: AbortSignal;
   signalName(): NodeJS.Signals | undefined;
+  /** Called on the second signal instead of exiting at once; the third always exits. */
+  onRepeat: (() => void) | undefined;
   dispose(): void;
 }
 
@@ -327,23 +429,29 @@ interface Interruption {
 function watchSignals(): Interruption {
   const controller = new AbortController();
   let received: NodeJS.Signals | undefined;
+  let count = 0;
   const onSignal = (name: NodeJS.Signals) => {
-    if (received) {
-      process.exit(name === 'SIGTERM' ? EXIT_SIGTERM : EXIT_CODES.FTX_ERR_INTERRUPTED);
+    count += 1;
+    if (count === 2 && interruption.onRepeat) {
+      interruption.onRepeat();
+      return;
     }
+    if (count >= 2) process.exit(name === 'SIGTERM' ? EXIT_SIGTERM : EXIT_CODES.FTX_ERR_INTERRUPTED);
     received = name;
     controller.abort(new InterruptedError(name === 'SIGINT' ? 'interrupted by Ctrl-C' : `stopped by ${name}`, name));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  return {
+  const interruption: Interruption = {
     signal: controller.signal,
     signalName: () => received,
+    onRepeat: undefined,
     dispose: () => {
       process.removeListener('SIGINT', onSignal);
       process.removeListener('SIGTERM', onSignal);
     },
   };
+  return interruption;
 }
 
 function exitCodeFor(error: unknown, signal?: NodeJS.Signals): number {

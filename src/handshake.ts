@@ -122,11 +122,15 @@ export function sendPong(channel: Channel, pong: Pong): Promise<void> {
   return channel.write(jsonFrame(FrameType.Pong, pong));
 }
 
+export function errorFrame(error: FtxError): Buffer {
+  return jsonFrame(FrameType.Error, { code: error.code, message: error.message.slice(0, 1024) });
+}
+
 /** Tells the peer why the conversation failed. Best effort: the peer may be gone. */
 export async function sendError(channel: Channel, error: FtxError): Promise<void> {
   if (channel.stream.destroyed || channel.stream.writableEnded) return;
   try {
-    await channel.write(jsonFrame(FrameType.Error, { code: error.code, message: error.message }));
+    await channel.write(errorFrame(error));
   } catch {
     // The peer is gone; it will see a lost connection instead.
   }

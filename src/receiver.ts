@@ -23,6 +23,7 @@ import {
   type RefusalReason,
 } from './errors.js';
 import {
+  errorFrame,
   readOpening,
   readTrailer,
   sendAccept,
@@ -118,6 +119,7 @@ export async function handleConnection(
   const channel = new Channel(stream, { idleTimeoutMs: options.idleTimeoutMs, peerRole: 'the sender' });
   const log = options.log ?? silentLog;
   let speaksClassic = false;
+  channel.farewell = (error) => (speaksClassic ? classicErrorLine(error.message) : errorFrame(error));
   try {
     await sendGreeting(channel);
     const opening = await readOpening(channel);
@@ -144,7 +146,7 @@ export async function handleConnection(
     const failure = error instanceof FtxError ? error : channel.describeStreamError(error);
     // A refusal has already been sent; everything else is told here, in the peer's protocol.
     if (!(failure instanceof RefusedError)) {
-      if (speaksClassic) await channel.write(Buffer.from(`error: ${failure.message}\n`)).catch(() => {});
+      if (speaksClassic) await channel.write(classicErrorLine(failure.message)).catch(() => {});
       else await sendError(channel, failure);
     }
     await lingerThenClose(channel);
@@ -206,7 +208,7 @@ async function receiveClassicFile(channel: Channel, options: ReceiveOptions, pol
   const size = await readClassicSize(channel);
   // A classic client cannot read a refusal; it gets a line of text instead of "ko", then EOF.
   const refuse = async (reason: RefusalReason, message: string): Promise<never> => {
-    await channel.write(Buffer.from(`error: ${message}\n`)).catch(() => {});
+    await channel.write(classicErrorLine(message)).catch(() => {});
     throw new RefusedError(reason, message);
   };
   const name = classicFileName(new Date());
@@ -229,6 +231,11 @@ async function receiveClassicFile(channel: Channel, options: ReceiveOptions, pol
     await staged?.discard();
     policy.release(request);
   }
+}
+
+/** What a classic peer gets instead of a frame: one line of text. */
+function classicErrorLine(message: string): Buffer {
+  return Buffer.from(`error: ${message}\n`, 'utf8');
 }
 
 /** Classic senders send no name; when storing into a folder, name the file by its arrival time. */

@@ -20,7 +20,7 @@ import { Channel } from './channel.js';
 import { awaitClassicClose, classicAnnounce, readClassicGreeting } from './classic.js';
 import { ConnectionLostError, FtxError, IntegrityError, InterruptedError, LocalIoError, localIoError, ProtocolError, UnverifiedError } from './errors.js';
 import { FrameType } from './framing.js';
-import { readDecision, readGreeting, readReceipt, sendHeader, sendTrailer } from './handshake.js';
+import { errorFrame, readDecision, readGreeting, readReceipt, sendHeader, sendTrailer } from './handshake.js';
 import type { Log } from './log.js';
 import type { Protocol, Receipt } from './messages.js';
 import { remoteOf } from './net.js';
@@ -97,6 +97,7 @@ export interface SendResult {
 export async function sendFile(stream: Duplex, source: SourceFile, options: SendOptions): Promise<SendResult> {
   const peer = 'remoteAddress' in stream ? remoteOf(stream as Socket) : 'stream';
   const channel = new Channel(stream, { idleTimeoutMs: options.idleTimeoutMs, peerRole: 'the receiver' });
+  channel.farewell = errorFrame;
   const onAbort = () => {
     const reason: unknown = options.signal?.reason;
     channel.destroy(reason instanceof InterruptedError ? reason : new InterruptedError('interrupted'));
