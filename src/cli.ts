@@ -13,6 +13,7 @@ import { FtxError, InterruptedError, isFtxError, localIoError, LocalIoError, Ref
 import { EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_SIGTERM } from './exit-codes.js';
 import { connect, DEFAULT_PORT, formatHostPort, lanAddresses, listen, parseHostPort, parsePort, type HostPort } from './net.js';
 import { DEFAULT_MAX_CONNS } from './serve-defaults.js';
+import { HASH_ALGORITHMS, type HashAlgorithm } from './messages.js';
 import type { ConflictPolicy } from './staged-file.js';
 import { formatBytes, parseByteSize } from './units.js';
 import { VERSION } from './version.js';
@@ -42,6 +43,7 @@ interface SendArgs extends CommonArgs {
   destination: HostPort;
   name: string | undefined;
   'verified-only': boolean;
+  hash: HashAlgorithm;
 }
 
 interface PingArgs extends CommonArgs {
@@ -110,6 +112,11 @@ function buildParser(argv: string[]) {
           coerce: (text: string) => parseHostPort(text),
         })
         .option('name', { type: 'string', describe: 'Announce the file under this name instead of its own' })
+        .option('hash', {
+          choices: HASH_ALGORITHMS,
+          default: 'sha256' as HashAlgorithm,
+          describe: 'Digest both ends check: sha256, or xxh128 (a faster non-cryptographic checksum)',
+        })
         .option('verified-only', {
           type: 'boolean',
           default: false,
@@ -226,13 +233,13 @@ async function runRecv(args: RecvArgs, output: Output, signal: AbortSignal): Pro
     const rate = result.bytes / 1e6 / Math.max(result.seconds, 1e-6);
     output.log.info(
       { event: 'received', ...result },
-      `saved ${result.path} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${rate.toFixed(1)} MB/s), sha256 ${result.digest}`,
+      `saved ${result.path} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${rate.toFixed(1)} MB/s), ${result.hash} ${result.digest}`,
     );
     return {
       protocol: result.protocol,
       path: result.path,
       bytes: result.bytes,
-      sha256: result.digest,
+      ...digestFields(result),
       seconds: round(result.seconds),
       mbps: round(rate),
       peer: result.peer,
@@ -241,6 +248,11 @@ async function runRecv(args: RecvArgs, output: Output, signal: AbortSignal): Pro
     progress?.stop();
     server.close();
   }
+}
+
+/** Summary fields for a digest: always hash + digest, and `sha256` when it is one (for scripts). */
+function digestFields(result: { hash: HashAlgorithm; digest: string }): Summary {
+  return { hash: result.hash, digest: result.digest, ...(result.hash === 'sha256' ? { sha256: result.digest } : {}) };
 }
 
 function conflictPolicy(args: RecvArgs): ConflictPolicy {
@@ -282,7 +294,7 @@ async function runServe(args: RecvArgs, output: Output, interruption: Interrupti
         stats.bytes += result.bytes;
         board?.remove(id, true);
         output.log.info(
-          { event: 'transfer-done', id, peer, name: basename(result.path), path: result.path, bytes: result.bytes, sha256: result.digest, seconds: round(result.seconds), protocol: result.protocol },
+          { event: 'transfer-done', id, peer, name: basename(result.path), path: result.path, bytes: result.bytes, ...digestFields(result), seconds: round(result.seconds), protocol: result.protocol },
           `#${id} stored ${result.path} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s) from ${peer}`,
         );
       } else if (outcome.kind === 'error') {
@@ -325,6 +337,7 @@ async function runSend(args: SendArgs, output: Output, signal: AbortSignal): Pro
     output.log.debug({ destination: formatHostPort(destination) }, 'connected');
     const result = await sendFile(socket, source, {
       idleTimeoutMs: args.timeout * 1000,
+      hash: args.hash,
       verifiedOnly: args['verified-only'],
       signal,
       log: output.log,
@@ -338,8 +351,8 @@ async function runSend(args: SendArgs, output: Output, signal: AbortSignal): Pro
     progress?.stop();
     const rate = result.bytes / 1e6 / Math.max(result.seconds, 1e-6);
     const confirmation = result.verified
-      ? `the receiver confirmed sha256 ${result.digest}`
-      : `not verified: the classic receiver confirms nothing (sha256 sent: ${result.digest})`;
+      ? `the receiver confirmed ${result.hash} ${result.digest}`
+      : `not verified: the classic receiver confirms nothing (${result.hash} of what was sent: ${result.digest})`;
     output.log.info(
       { event: 'sent', ...result },
       `sent ${source.path} to ${formatHostPort(destination)} as ${result.name} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${rate.toFixed(1)} MB/s); ${confirmation}`,
@@ -349,7 +362,7 @@ async function runSend(args: SendArgs, output: Output, signal: AbortSignal): Pro
       path: source.path,
       name: result.name,
       bytes: result.bytes,
-      sha256: result.digest,
+      ...digestFields(result),
       seconds: round(result.seconds),
       mbps: round(rate),
       peer: formatHostPort(destination),

@@ -5,6 +5,7 @@
  */
 import { ProtocolError, type FtxErrorCode, type RefusalReason } from './errors.js';
 import { encodeFrame, frameTypeName, FrameType, type Frame, type FrameTypeCode } from './framing.js';
+import { DIGEST_HEX_LENGTH } from './hashing.js';
 
 /** Which protocol a peer speaks: ftx's own, or the classic tutorial's (see classic.ts). */
 export type Protocol = 'ftx' | 'classic';
@@ -12,8 +13,8 @@ export type Protocol = 'ftx' | 'classic';
 export const PROTOCOL_NAME = 'ftx';
 export const PROTOCOL_VERSION = 1;
 
-/** Hash algorithms a sender may name in its header. */
-export const HASH_ALGORITHMS = ['sha256'] as const;
+/** Hash algorithms a sender may name in its header (see hashing.ts). */
+export const HASH_ALGORITHMS = ['sha256', 'xxh128'] as const;
 export type HashAlgorithm = (typeof HASH_ALGORITHMS)[number];
 
 /** Longest file name a header may carry, in UTF-8 bytes (the usual NAME_MAX). */
@@ -128,9 +129,12 @@ function hashAlgorithm(frame: Frame, body: Record<string, unknown>): HashAlgorit
   return value as HashAlgorithm;
 }
 
-function digest(frame: Frame, body: Record<string, unknown>): string {
+function digest(frame: Frame, body: Record<string, unknown>, algorithm: HashAlgorithm): string {
   const value = body.digest;
-  if (typeof value !== 'string' || !/^[0-9a-f]{64}$/.test(value)) fail(frame, 'digest', '64 lowercase hex digits');
+  const length = DIGEST_HEX_LENGTH[algorithm];
+  if (typeof value !== 'string' || value.length !== length || !/^[0-9a-f]+$/.test(value)) {
+    fail(frame, 'digest', `${length} lowercase hex digits for ${algorithm}`);
+  }
   return value;
 }
 
@@ -189,16 +193,18 @@ export function decodeRefuse(frame: Frame): Refuse {
 export function decodeTrailer(frame: Frame): Trailer {
   expectType(frame, FrameType.Trailer);
   const body = parseObject(frame);
-  return { hash: hashAlgorithm(frame, body), digest: digest(frame, body) };
+  const algorithm = hashAlgorithm(frame, body);
+  return { hash: algorithm, digest: digest(frame, body, algorithm) };
 }
 
 export function decodeReceipt(frame: Frame): Receipt {
   expectType(frame, FrameType.Receipt);
   const body = parseObject(frame);
+  const algorithm = hashAlgorithm(frame, body);
   return {
     bytes: byteCount(frame, body, 'bytes'),
-    hash: hashAlgorithm(frame, body),
-    digest: digest(frame, body),
+    hash: algorithm,
+    digest: digest(frame, body, algorithm),
     name: text(frame, body, 'name', MAX_NAME_BYTES),
   };
 }

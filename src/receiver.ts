@@ -7,7 +7,6 @@
  * (pipeline gives backpressure both ways). The file gets its final name only after the
  * sender's digest matched and the data is fsync'd; then the receipt goes out.
  */
-import { createHash } from 'node:crypto';
 import { lstat, statfs } from 'node:fs/promises';
 import type { Server, Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
@@ -35,7 +34,8 @@ import {
   sendRefuse,
 } from './handshake.js';
 import { silentLog, type Log } from './log.js';
-import { ctime, PROTOCOL_VERSION, type Header, type Ping, type Protocol } from './messages.js';
+import { createHasher } from './hashing.js';
+import { ctime, PROTOCOL_VERSION, type HashAlgorithm, type Header, type Ping, type Protocol } from './messages.js';
 import { problemWithName } from './names.js';
 import { remoteOf } from './net.js';
 import { CLASSIC_ACK, readClassicSize } from './classic.js';
@@ -69,7 +69,7 @@ export interface ReceiveResult {
   protocol: Protocol;
   path: string;
   bytes: number;
-  hash: 'sha256';
+  hash: HashAlgorithm;
   digest: string;
   seconds: number;
   peer: string;
@@ -181,7 +181,7 @@ async function receiveFile(
     log.debug({ peer, name: header.name, size: header.size, path, temp: staged.tempPath }, 'accepted');
     options.onStart?.({ name: header.name, path, size: header.size, peer, protocol: 'ftx' });
 
-    const { digest, received } = await writeData(channel, header.size, staged, options.onProgress);
+    const { digest, received } = await writeData(channel, header.size, header.hash, staged, options.onProgress);
     const trailer = await readTrailer(channel, header.size);
     if (trailer.hash !== header.hash || trailer.digest !== digest) {
       throw new IntegrityError(
@@ -220,7 +220,7 @@ async function receiveClassicFile(channel: Channel, options: ReceiveOptions, pol
     await channel.write(Buffer.from(CLASSIC_ACK, 'latin1'));
     log.info({ peer, size, path }, `${peer} speaks the classic tutorial protocol: no name, no digest, no receipt`);
     options.onStart?.({ name: basename(path), path, size, peer, protocol: 'classic' });
-    const { digest, received } = await writeData(channel, size, staged, options.onProgress);
+    const { digest, received } = await writeData(channel, size, 'sha256', staged, options.onProgress);
     const stored = await staged.commit(options.onConflict);
     const extra = await drainAndCount(channel);
     if (extra > 0) {
@@ -248,10 +248,11 @@ function classicFileName(now: Date): string {
 async function writeData(
   channel: Channel,
   size: number,
+  algorithm: HashAlgorithm,
   staged: StagedFile,
   onProgress: ((bytesReceived: number) => void) | undefined,
 ): Promise<{ digest: string; received: number }> {
-  const hash = createHash('sha256');
+  const hash = await createHasher(algorithm);
   let received = 0;
   await pipeline(
     channel.readData(size),
@@ -267,7 +268,7 @@ async function writeData(
   ).catch((error: unknown) => {
     throw describeWriteError(error, channel, staged);
   });
-  return { digest: hash.digest('hex'), received };
+  return { digest: hash.digest(), received };
 }
 
 interface IncomingFile {

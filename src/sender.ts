@@ -2,33 +2,30 @@
  * The sending side: open the file first (so a wrong path fails before any network
  * work), then greet, announce, stream, and wait for the receiver's receipt.
  *
- * Data path: file -> SHA-256 -> socket via pipeline (backpressure: the file is read
- * only as fast as the socket drains). Reads are 1 MiB: with the default 64 KiB the
- * thread-pool round trips, not the network, cap the rate. While data flows the
+ * Data path: file -> SHA-256 -> socket through a fixed ring of 1 MiB buffers
+ * (file-pump.ts: the file is read only as fast as the socket drains, and memory stays
+ * flat whatever the file size). While data flows the
  * channel keeps reading, so an Error frame from the receiver (its disk is full)
  * stops the transfer at once and is what the user sees.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { basename } from 'node:path';
 import type { Duplex } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Channel } from './channel.js';
 import { awaitClassicClose, classicAnnounce, readClassicGreeting } from './classic.js';
 import { ConnectionLostError, FtxError, IntegrityError, InterruptedError, LocalIoError, localIoError, ProtocolError, UnverifiedError } from './errors.js';
+import { pumpFile } from './file-pump.js';
 import { FrameType } from './framing.js';
 import { errorFrame, readDecision, readGreeting, readReceipt, sendHeader, sendTrailer } from './handshake.js';
 import type { Log } from './log.js';
-import type { Protocol, Receipt } from './messages.js';
+import { createHasher } from './hashing.js';
+import type { HashAlgorithm, Protocol, Receipt } from './messages.js';
 import { remoteOf } from './net.js';
 import { problemWithName } from './names.js';
 
 export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
-
-const READ_CHUNK_BYTES = 1024 * 1024;
 
 /** After the data pipe fails, how long to wait for the receiver's explanation. */
 const EXPLANATION_WAIT_MS = 1_000;
@@ -67,6 +64,8 @@ export async function openSource(path: string, nameOverride?: string): Promise<S
 
 export interface SendOptions {
   idleTimeoutMs: number;
+  /** Digest both ends compute; sha256 unless asked (classic transfers always use sha256 locally). */
+  hash?: HashAlgorithm;
   /** Fail, before sending any data, if the receiver cannot confirm the file (a classic peer). */
   verifiedOnly?: boolean;
   signal?: AbortSignal;
@@ -82,7 +81,7 @@ export interface SendResult {
   /** The name the receiver stored the file under (classic receivers do not say: the name sent). */
   name: string;
   bytes: number;
-  hash: 'sha256';
+  hash: HashAlgorithm;
   digest: string;
   seconds: number;
   peer: string;
@@ -126,19 +125,20 @@ type Sent = Omit<SendResult, 'seconds' | 'peer'>;
 async function sendOverFtx(channel: Channel, source: SourceFile, options: SendOptions, peer: string): Promise<Sent> {
   const greeting = await readGreeting(channel);
   options.log?.debug({ peer, greeting }, 'greeted');
-  await sendHeader(channel, { name: source.name, size: source.size, hash: 'sha256', mode: source.mode, mtime: source.mtimeMs });
+  const algorithm = options.hash ?? 'sha256';
+  await sendHeader(channel, { name: source.name, size: source.size, hash: algorithm, mode: source.mode, mtime: source.mtimeMs });
   await readDecision(channel);
   options.onStart?.({ size: source.size, protocol: 'ftx' });
 
   // From here the receiver may speak at any time (an Error frame), so listen now.
   const receipt = readReceipt(channel);
   receipt.catch(() => {}); // Observed below; this only stops an unhandled rejection.
-  const digest = await streamData(channel, source, receipt, options);
-  await sendTrailer(channel, { hash: 'sha256', digest });
+  const digest = await streamData(channel, source, algorithm, receipt, options);
+  await sendTrailer(channel, { hash: algorithm, digest });
   const confirmed = await receipt;
-  checkReceipt(confirmed, source.size, digest);
+  checkReceipt(confirmed, source.size, algorithm, digest);
   channel.end();
-  return { protocol: 'ftx', name: confirmed.name, bytes: confirmed.bytes, hash: 'sha256', digest, verified: true };
+  return { protocol: 'ftx', name: confirmed.name, bytes: confirmed.bytes, hash: algorithm, digest, verified: true };
 }
 
 /**
@@ -160,7 +160,7 @@ async function sendOverClassic(channel: Channel, source: SourceFile, options: Se
   );
   await classicAnnounce(channel, source.size);
   options.onStart?.({ size: source.size, protocol: 'classic' });
-  const digest = await streamData(channel, source, undefined, options);
+  const digest = await streamData(channel, source, 'sha256', undefined, options);
   channel.end();
   await awaitClassicClose(channel);
   return { protocol: 'classic', name: source.name, bytes: source.size, hash: 'sha256', digest, verified: false };
@@ -171,8 +171,14 @@ async function sendOverClassic(channel: Channel, source: SourceFile, options: Se
  * read. `peerVerdict`, when given, is a read that settles if the receiver speaks up
  * mid-transfer: an Error frame stops the data at once and becomes the error thrown.
  */
-async function streamData(channel: Channel, source: SourceFile, peerVerdict: Promise<unknown> | undefined, options: SendOptions): Promise<string> {
-  const hash = createHash('sha256');
+async function streamData(
+  channel: Channel,
+  source: SourceFile,
+  algorithm: HashAlgorithm,
+  peerVerdict: Promise<unknown> | undefined,
+  options: SendOptions,
+): Promise<string> {
+  const hash = await createHasher(algorithm);
   let bytesRead = 0;
   if (source.size > 0) {
     const stop = new AbortController();
@@ -180,27 +186,27 @@ async function streamData(channel: Channel, source: SourceFile, peerVerdict: Pro
       () => stop.abort(new ProtocolError('the receiver sent a receipt before the data was complete')),
       (error: unknown) => stop.abort(error),
     );
+    // Stopping cuts the connection, which unblocks any write or drain being awaited.
+    stop.signal.addEventListener('abort', () => channel.destroy(), { once: true });
     const onProgress = options.onProgress;
+    let sent = 0;
     try {
-      await pipeline(
-        createReadStream('', { fd: source.handle.fd, start: 0, end: source.size - 1, highWaterMark: READ_CHUNK_BYTES, autoClose: false }),
-        async function* hashAndCount(chunks: AsyncIterable<Buffer>) {
-          for await (const chunk of chunks) {
-            hash.update(chunk);
-            bytesRead += chunk.length;
-            onProgress?.(bytesRead);
-            yield chunk;
-          }
+      bytesRead = await pumpFile({
+        handle: source.handle,
+        path: source.path,
+        size: source.size,
+        destination: channel.stream,
+        signal: stop.signal,
+        onChunk: (chunk) => {
+          hash.update(chunk);
+          sent += chunk.length;
+          onProgress?.(sent);
         },
-        channel.stream,
-        { end: false, signal: stop.signal },
-      );
+      });
     } catch (error) {
       if (stop.signal.aborted && stop.signal.reason instanceof FtxError) throw stop.signal.reason;
       if (options.signal?.aborted) throw new InterruptedError('interrupted');
-      const code = (error as NodeJS.ErrnoException | undefined)?.code;
-      const fromFile = code !== undefined && !code.startsWith('ERR_STREAM') && !['EPIPE', 'ECONNRESET'].includes(code);
-      if (fromFile && !(error instanceof FtxError)) throw localIoError(error, 'read', source.path);
+      if (error instanceof LocalIoError) throw error; // Reading our own file failed.
       // The connection broke: the receiver's Error frame, if it is on its way, says why.
       if (peerVerdict) {
         const explanation = await Promise.race([peerVerdict.then(() => undefined, (reason: unknown) => reason), delay(EXPLANATION_WAIT_MS)]);
@@ -212,11 +218,11 @@ async function streamData(channel: Channel, source: SourceFile, peerVerdict: Pro
   if (bytesRead !== source.size) {
     throw new LocalIoError(`${source.path} shrank while it was being sent (${bytesRead} of ${source.size} bytes); send it again when nothing writes to it`);
   }
-  return hash.digest('hex');
+  return hash.digest();
 }
 
-function checkReceipt(receipt: Receipt, size: number, digest: string): void {
-  if (receipt.bytes !== size || receipt.digest !== digest) {
+function checkReceipt(receipt: Receipt, size: number, algorithm: HashAlgorithm, digest: string): void {
+  if (receipt.bytes !== size || receipt.hash !== algorithm || receipt.digest !== digest) {
     throw new IntegrityError(
       `the receiver stored ${receipt.bytes} bytes with ${receipt.hash} ${receipt.digest.slice(0, 12)}…, but ${size} bytes with ${digest.slice(0, 12)}… were sent; send it again`,
     );

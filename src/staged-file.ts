@@ -22,7 +22,7 @@ export const TEMP_PREFIX = '.';
 export const TEMP_SUFFIX = '.ftx-part';
 
 /** Large writes keep the socket flowing: each write(2) costs a round trip to the thread pool. */
-const WRITE_HIGH_WATER_MARK = 4 * 1024 * 1024;
+const WRITE_HIGH_WATER_MARK = 1024 * 1024;
 
 /** Keeps temporary names under NAME_MAX (255 bytes) whatever the final name's length. */
 const MAX_TEMP_STEM_BYTES = 200;

@@ -75,6 +75,20 @@ describe('ftx send -> ftx recv', () => {
     expect(summaryOf(recv).seconds).toEqual(expect.any(Number));
   });
 
+  it('--hash xxh128: both summaries carry the same xxh128 digest and no sha256 field', async () => {
+    const folder = await tempFolder();
+    const target = join(folder, 'out.jpg');
+    const recv = await startRecvCli([target]);
+    const send = runCli(['send', FIXTURE_JPEG, `127.0.0.1:${recv.port}`, '--json', '--hash', 'xxh128']);
+    expect(await send.exit).toBe(0);
+    expect(await recv.exit).toBe(0);
+    await expectSameFile(target, FIXTURE_JPEG);
+    const sent = summaryOf(send);
+    expect(sent).toMatchObject({ hash: 'xxh128', digest: expect.stringMatching(/^[0-9a-f]{32}$/) });
+    expect(sent).not.toHaveProperty('sha256');
+    expect(summaryOf(recv)).toMatchObject({ hash: 'xxh128', digest: sent.digest });
+  });
+
   it("saves under the sender's name in the current folder when no target is given", async () => {
     const folder = await tempFolder();
     const source = await randomFile(await tempFolder(), 'nightly.tar', 300_000);

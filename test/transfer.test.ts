@@ -43,6 +43,18 @@ describe('a file from sender to receiver', () => {
     });
   }
 
+  it('verifies with xxh128 when asked, on both sides', async () => {
+    const folder = await tempFolder();
+    const source = await randomFile(folder, 'source.bin', 3 * 1024 * 1024 + 1);
+    const target = join(folder, 'out.bin');
+    const receiver = await startReceiver({ target });
+    const sent = await sendTo(receiver.port, source, { hash: 'xxh128' });
+    const received = await receiver.result;
+    await expectSameFile(target, source);
+    expect(sent).toMatchObject({ hash: 'xxh128', digest: expect.stringMatching(/^[0-9a-f]{32}$/), verified: true });
+    expect(received).toMatchObject({ hash: 'xxh128', digest: sent.digest });
+  });
+
   it('moves the JPEG fixture', async () => {
     const folder = await tempFolder();
     const target = join(folder, 'copy.jpg');
