@@ -54,7 +54,11 @@ export async function readClassicSize(channel: Channel, quietMs = CLASSIC_SIZE_Q
     if (next === 'quiet') break;
     if (next === 'eof') throw new ConnectionLostError(`${channel.peerRole} closed the connection right after its size`);
   }
-  return Number(digits);
+  const size = Number(digits);
+  if (digits.length === 0 || !Number.isSafeInteger(size)) {
+    throw new ProtocolError(`${channel.peerRole} sent ${JSON.stringify(digits)}, which is not a size ftx can hold exactly (at most 2^53-1)`);
+  }
+  return size;
 }
 
 /**

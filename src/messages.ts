@@ -115,6 +115,15 @@ function text(frame: Frame, body: Record<string, unknown>, field: string, max = 
   return value;
 }
 
+/** A file name: 1 to MAX_NAME_BYTES bytes of UTF-8. (Whether it is safe to use is names.ts's call.) */
+function fileName(frame: Frame, body: Record<string, unknown>): string {
+  const value = body.name;
+  if (typeof value !== 'string' || value.length === 0 || Buffer.byteLength(value, 'utf8') > MAX_NAME_BYTES) {
+    fail(frame, 'name', `a string of 1 to ${MAX_NAME_BYTES} bytes of UTF-8`);
+  }
+  return value;
+}
+
 function byteCount(frame: Frame, body: Record<string, unknown>, field: string): number {
   const value = body[field];
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
@@ -158,8 +167,7 @@ export function decodeGreeting(frame: Frame): Greeting {
 export function decodeHeader(frame: Frame): Header {
   expectType(frame, FrameType.Header);
   const body = parseObject(frame);
-  const name = text(frame, body, 'name', MAX_NAME_BYTES);
-  if (Buffer.byteLength(name, 'utf8') > MAX_NAME_BYTES) fail(frame, 'name', `at most ${MAX_NAME_BYTES} bytes of UTF-8`);
+  const name = fileName(frame, body);
   const header: Header = { name, size: byteCount(frame, body, 'size'), hash: hashAlgorithm(frame, body) };
   if (body.mode !== undefined) {
     const mode = body.mode;
@@ -205,7 +213,7 @@ export function decodeReceipt(frame: Frame): Receipt {
     bytes: byteCount(frame, body, 'bytes'),
     hash: algorithm,
     digest: digest(frame, body, algorithm),
-    name: text(frame, body, 'name', MAX_NAME_BYTES),
+    name: fileName(frame, body),
   };
 }
 

@@ -9,7 +9,7 @@ import { MAX_NAME_BYTES } from './messages.js';
 import { isTemporaryName } from './staged-file.js';
 
 /** Names Windows reserves in any folder, with or without an extension. */
-const WINDOWS_DEVICE_NAME = /^(con|prn|aux|nul|com[0-9]|lpt[0-9]|conin\$|conout\$)(\..*)?$/i;
+const WINDOWS_DEVICE_NAME = /^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)(\..*)?$/i;
 
 // Control characters (C0, DEL, C1) could rewrite a terminal or a log line.
 // eslint-disable-next-line no-control-regex
@@ -18,6 +18,9 @@ const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
 /** Returns why `name` is not acceptable as a plain file name, or undefined if it is. */
 export function problemWithName(name: string): string | undefined {
   if (name.length === 0) return 'the name is empty';
+  // A lone UTF-16 surrogate cannot be written as UTF-8: the file system would get U+FFFD,
+  // a different name from the one sent (and the same as other such names).
+  if (Buffer.from(name, 'utf8').toString('utf8') !== name) return 'the name is not valid Unicode';
   if (Buffer.byteLength(name, 'utf8') > MAX_NAME_BYTES) return `the name is longer than ${MAX_NAME_BYTES} bytes`;
   if (name === '.' || name === '..') return `"${name}" is not a file name`;
   if (name.includes('/') || name.includes('\\')) return 'the name contains a path separator';
