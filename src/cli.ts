@@ -14,7 +14,7 @@ import { EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_SIGTERM } from './exit-codes.j
 import { connect, DEFAULT_PORT, formatHostPort, lanAddresses, listen, parseHostPort, parsePort, type HostPort } from './net.js';
 import { DEFAULT_MAX_CONNS } from './serve-defaults.js';
 import { HASH_ALGORITHMS, type HashAlgorithm } from './messages.js';
-import type { ConflictPolicy } from './staged-file.js';
+import { findLeftovers, type ConflictPolicy } from './staged-file.js';
 import { formatBytes, parseByteSize } from './units.js';
 import { VERSION } from './version.js';
 
@@ -209,7 +209,7 @@ async function runRecv(args: RecvArgs, output: Output, signal: AbortSignal): Pro
   await checkTarget(target, conflictPolicy(args) !== 'refuse');
 
   const server: Server = await listen(port, args.bind);
-  announceListening(args, output, (server.address() as { port: number }).port, target);
+  await announceListening(args, output, (server.address() as { port: number }).port, target);
 
   let progress: Awaited<ReturnType<Output['startProgress']>>;
   try {
@@ -271,7 +271,7 @@ async function runServe(args: RecvArgs, output: Output, interruption: Interrupti
     throw localIoError(error, 'write into', folder);
   });
   const server = await listen(args.port, args.bind);
-  announceListening(args, output, (server.address() as { port: number }).port, folder);
+  await announceListening(args, output, (server.address() as { port: number }).port, folder);
 
   const board = await output.startBoard();
   const stats = { stored: 0, failed: 0, pings: 0, bytes: 0 };
@@ -391,13 +391,20 @@ async function runPing(args: PingArgs, output: Output, signal: AbortSignal): Pro
 }
 
 /** Logs where the receiver listens, with the command to type on the sending machine. */
-function announceListening(args: RecvArgs, output: Output, port: number, target: string): void {
+async function announceListening(args: RecvArgs, output: Output, port: number, target: string): Promise<void> {
   const addresses = args.bind ? [args.bind] : lanAddresses();
   const commands = (addresses.length > 0 ? addresses : ['THIS-HOST']).slice(0, 3).map((host) => `ftx send FILE ${formatHostPort({ host, port })}`);
   output.log.info(
     { event: 'listening', port, bind: args.bind ?? null, addresses, target, serve: args.serve },
     `${args.serve ? 'serving' : 'listening'} on port ${port}${args.bind ? ` of ${args.bind}` : ''}; on the sending machine run: ${commands.join('   or   ')}`,
   );
+  const folder = (await stat(target).catch(() => undefined))?.isDirectory() ? target : dirname(target);
+  for (const leftover of await findLeftovers(folder)) {
+    output.log.warn(
+      { event: 'leftover', path: leftover.path, bytes: leftover.bytes, modified: leftover.modified.toISOString() },
+      `${leftover.path} (${formatBytes(leftover.bytes)}, ${leftover.modified.toISOString()}) is a partial file from a transfer that was cut short (a killed receiver?); delete it once no other ftx writes to this folder`,
+    );
+  }
 }
 
 /** Fails early, before listening, when the target cannot possibly work. */

@@ -13,7 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants, createWriteStream, type WriteStream } from 'node:fs';
-import { link, open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { link, lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { localIoError, RefusedError } from './errors.js';
 
@@ -50,6 +50,28 @@ export function temporaryNameFor(finalPath: string): string {
 
 export function isTemporaryName(name: string): boolean {
   return name.startsWith(TEMP_PREFIX) && name.endsWith(TEMP_SUFFIX);
+}
+
+/**
+ * Temporary files left in `folder` by transfers that never finished (the receiver was
+ * killed, or the machine lost power). A live receiver removes its own; these are
+ * reported so a person can delete them, never deleted here: another receiver may be
+ * writing into the same folder right now.
+ */
+export async function findLeftovers(folder: string): Promise<Array<{ path: string; bytes: number; modified: Date }>> {
+  let names: string[];
+  try {
+    names = await readdir(folder);
+  } catch {
+    return [];
+  }
+  const leftovers = [];
+  for (const name of names.filter(isTemporaryName)) {
+    const path = join(folder, name);
+    const stats = await lstat(path).catch(() => undefined);
+    if (stats?.isFile()) leftovers.push({ path, bytes: stats.size, modified: stats.mtime });
+  }
+  return leftovers;
 }
 
 export class StagedFile {

@@ -100,6 +100,19 @@ describe('ftx send -> ftx recv', () => {
     expect(send.stderr()).toBe(''); // --quiet and success: nothing to say
   });
 
+  it('reports partial files left by an earlier receiver that was killed, and leaves them alone', async () => {
+    const folder = await tempFolder();
+    const leftover = join(folder, '.out.bin.0badf00d.ftx-part');
+    await writeFile(leftover, 'half a file');
+    const recv = await startRecvCli([join(folder, 'out.bin')]);
+    const warning = await recv.waitForLog((record) => record.event === 'leftover');
+    expect(warning).toMatchObject({ level: 40, path: leftover, bytes: 11 });
+    expect(String(warning.msg)).toMatch(/partial file from a transfer that was cut short/);
+    recv.child.kill('SIGINT');
+    expect(await recv.exit).toBe(130);
+    expect(await readFile(leftover, 'utf8')).toBe('half a file');
+  });
+
   it('tells the user the command to type on the other machine', async () => {
     const folder = await tempFolder();
     const recv = await startRecvCli([join(folder, 'x')]);
