@@ -23,7 +23,9 @@ class StderrSink {
   /** pino calls this with one JSON line per record. */
   write(line: string): void {
     const text = this.format === 'json' ? line : formatForHumans(line);
-    if (this.bars) this.bars.log(text);
+    // MultiBar clears only the first line it logs over; erase each line's tail so a
+    // short log line does not leave the end of a bar line behind it.
+    if (this.bars) this.bars.log(text.replace(/\n$/, '\u001b[K\n'));
     else writeSync(2, text);
   }
 }
@@ -103,7 +105,7 @@ export class TransferBoard {
   static async start(): Promise<TransferBoard> {
     const cliProgress = (await import('cli-progress')).default;
     const bars = new cliProgress.MultiBar(
-      { stream: process.stderr, format: '{label} {bar} {percentage}% | {done} / {size} | {rate}', barsize: 24, hideCursor: true, clearOnComplete: false, fps: 10 },
+      { stream: process.stderr, format: '{label} {bar} {percentage}% | {done} / {size}', barsize: 24, hideCursor: true, clearOnComplete: false, fps: 10 },
       cliProgress.Presets.shades_classic,
     );
     const totalBar = bars.create(1, 0, { label: 'total', done: '', size: '', rate: '' }, { format: '{label} {summary}' });
@@ -113,7 +115,7 @@ export class TransferBoard {
   }
 
   add(id: number, label: string, total: number): void {
-    const bar = this.bars.create(Math.max(total, 1), 0, { label: label.slice(0, 24).padEnd(24), done: formatBytes(0), size: formatBytes(total), rate: '' });
+    const bar = this.bars.create(Math.max(total, 1), 0, { label: label.slice(0, 24).padEnd(24), done: formatBytes(0), size: formatBytes(total) });
     this.#rows.set(id, { bar, total, done: 0 });
     this.#drawTotal();
   }

@@ -7,7 +7,7 @@
  * (pipeline gives backpressure both ways). The file gets its final name only after the
  * sender's digest matched and the data is fsync'd; then the receipt goes out.
  */
-import { lstat, statfs } from 'node:fs/promises';
+import { lstat, stat, statfs } from 'node:fs/promises';
 import type { Server, Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -320,7 +320,6 @@ async function isFolder(path: string): Promise<boolean> {
   const stats = await lstat(path).catch(() => undefined);
   if (stats?.isSymbolicLink()) {
     // A target given by the user may be a link to a folder; follow it once, on purpose.
-    const { stat } = await import('node:fs/promises');
     return (await stat(path).catch(() => undefined))?.isDirectory() ?? false;
   }
   return stats?.isDirectory() ?? false;
