@@ -71,8 +71,8 @@ export function runCli(args: string[], options: { cwd?: string; env?: NodeJS.Pro
 }
 
 /** Starts `ftx recv` on a free loopback port and resolves once it listens. */
-export async function startRecvCli(args: string[], options: { cwd?: string } = {}): Promise<CliRun & { port: number }> {
-  const run = runCli(['recv', ...args, '--port', '0', '--bind', '127.0.0.1', '--json'], options);
+export async function startRecvCli(args: string[], options: { cwd?: string; bind?: string } = {}): Promise<CliRun & { port: number }> {
+  const run = runCli(['recv', ...args, '--port', '0', '--bind', options.bind ?? '127.0.0.1', '--json'], options);
   const listening = await run.waitForLog((record) => record.event === 'listening');
   return { ...run, port: listening.port as number };
 }
