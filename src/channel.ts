@@ -56,8 +56,7 @@ export class Channel {
         );
         // Everything sent to us was read (we were idle), so closing sends FIN, not RST,
         // and the peer gets to read this before it sees the end.
-        if (this.farewell && socket.writable) socket.write(this.farewell(error));
-        socket.destroy(error);
+        this.hangUp(error);
       });
     }
   }
@@ -164,6 +163,16 @@ export class Channel {
   /** Half-closes: no more writes from this side. */
   end(): void {
     if (!this.stream.writableEnded) this.stream.end();
+  }
+
+  /**
+   * Ends the connection now, saying why first (see farewell); pending reads and writes
+   * fail with `error`. Best effort: if bytes from the peer are still unread, the close
+   * is a reset and the peer may not get to read the farewell.
+   */
+  hangUp(error: FtxError): void {
+    if (this.farewell && this.stream.writable && !this.stream.destroyed) this.stream.write(this.farewell(error));
+    this.destroy(error);
   }
 
   destroy(error?: Error): void {

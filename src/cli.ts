@@ -8,7 +8,7 @@ import { access, lstat, stat } from 'node:fs/promises';
 import type { Server } from 'node:net';
 import { basename, dirname, resolve as resolvePath } from 'node:path';
 import yargs, { type Argv } from 'yargs';
-import { createOutput, type LogFormat, type LogLevel, type Output } from './cli-output.js';
+import { createOutput, type LogFormat, type LogLevel, type Output, type TransferBoard } from './cli-output.js';
 import { FtxError, InterruptedError, isFtxError, localIoError, LocalIoError, RefusedError, UsageError } from './errors.js';
 import { EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_SIGTERM } from './exit-codes.js';
 import { connect, DEFAULT_PORT, formatHostPort, lanAddresses, listen, parseHostPort, parsePort, type HostPort } from './net.js';
@@ -209,11 +209,10 @@ async function runRecv(args: RecvArgs, output: Output, signal: AbortSignal): Pro
   await checkTarget(target, conflictPolicy(args) !== 'refuse');
 
   const server: Server = await listen(port, args.bind);
-  await announceListening(args, output, (server.address() as { port: number }).port, target);
-
   let progress: Awaited<ReturnType<Output['startProgress']>>;
   try {
-    const result = await receiveOne(server, {
+    // Take connections first, then announce: a sender may connect the moment the port is open.
+    const receiving = receiveOne(server, {
       target,
       onConflict: conflictPolicy(args),
       idleTimeoutMs: args.timeout * 1000,
@@ -229,6 +228,9 @@ async function runRecv(args: RecvArgs, output: Output, signal: AbortSignal): Pro
       },
       onProgress: (bytes) => progress?.update(bytes),
     });
+    receiving.catch(() => {}); // Awaited below, after the announcement.
+    await announceListening(args, output, (server.address() as { port: number }).port, target);
+    const result = await receiving;
     progress?.stop();
     const rate = result.bytes / 1e6 / Math.max(result.seconds, 1e-6);
     output.log.info(
@@ -271,9 +273,9 @@ async function runServe(args: RecvArgs, output: Output, interruption: Interrupti
     throw localIoError(error, 'write into', folder);
   });
   const server = await listen(args.port, args.bind);
-  await announceListening(args, output, (server.address() as { port: number }).port, folder);
-
-  const board = await output.startBoard();
+  // The receiver takes connections from the moment it exists; the board and the
+  // announcement come after (a transfer that starts before the board just has no line).
+  let board: TransferBoard | undefined;
   const stats = { stored: 0, failed: 0, pings: 0, bytes: 0 };
   const receiver = new ServeReceiver(server, {
     folder,
@@ -309,6 +311,9 @@ async function runServe(args: RecvArgs, output: Output, interruption: Interrupti
       }
     },
   });
+
+  board = await output.startBoard();
+  await announceListening(args, output, (server.address() as { port: number }).port, folder);
 
   // Ctrl-C or SIGTERM: stop accepting and let transfers finish; a second one cuts them now.
   await new Promise<void>((resolve) => interruption.signal.addEventListener('abort', () => resolve(), { once: true }));

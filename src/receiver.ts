@@ -62,6 +62,11 @@ export interface ReceiveOptions {
   onStart?: (transfer: { name: string; path: string; size: number; peer: string; protocol: Protocol }) => void;
   /** Called as bytes arrive, with the count so far. */
   onProgress?: (bytesReceived: number) => void;
+  /**
+   * Aborting cuts the connection: the peer is told why (the abort reason, an
+   * InterruptedError), and any partial file is removed before the handler settles.
+   */
+  signal?: AbortSignal;
 }
 
 export interface ReceiveResult {
@@ -120,6 +125,9 @@ export async function handleConnection(
   const log = options.log ?? silentLog;
   let speaksClassic = false;
   channel.farewell = (error) => (speaksClassic ? classicErrorLine(error.message) : errorFrame(error));
+  const onAbort = () => channel.hangUp(abortReason(options.signal));
+  if (options.signal?.aborted) onAbort();
+  else options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     await sendGreeting(channel);
     const opening = await readOpening(channel);
@@ -141,6 +149,8 @@ export async function handleConnection(
         await lingerThenClose(channel);
         return { kind: 'file', result };
       }
+      default:
+        return opening satisfies never;
     }
   } catch (error) {
     const failure = error instanceof FtxError ? error : channel.describeStreamError(error);
@@ -151,7 +161,14 @@ export async function handleConnection(
     }
     await lingerThenClose(channel);
     throw failure;
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort);
   }
+}
+
+function abortReason(signal: AbortSignal | undefined): InterruptedError {
+  const reason: unknown = signal?.reason;
+  return reason instanceof InterruptedError ? reason : new InterruptedError('interrupted');
 }
 
 async function answerPing(channel: Channel, ping: Ping): Promise<void> {
@@ -401,7 +418,7 @@ function isSocket(stream: Duplex): stream is Socket {
  * transfer in flight, waits for it to remove its partial file, and rejects with
  * InterruptedError.
  */
-export function receiveOne(server: Server, options: ReceiveOptions & { signal?: AbortSignal }): Promise<ReceiveResult> {
+export function receiveOne(server: Server, options: ReceiveOptions): Promise<ReceiveResult> {
   const log = options.log ?? silentLog;
   const sockets = new Set<Socket>();
   const inFlight = new Set<Promise<unknown>>();
@@ -456,10 +473,9 @@ export function receiveOne(server: Server, options: ReceiveOptions & { signal?: 
     };
 
     const onAbort = () => {
-      const reason: unknown = options.signal?.reason;
-      const interrupted = reason instanceof InterruptedError ? reason : new InterruptedError('interrupted');
+      const interrupted = abortReason(options.signal);
       server.removeListener('connection', onConnection);
-      for (const socket of sockets) socket.destroy(interrupted);
+      // Each connection's handler hears the same signal: it tells its peer and hangs up.
       // Let transfers in flight remove their partial files before reporting.
       void Promise.allSettled([...inFlight]).finally(() => finish(() => reject(interrupted)));
     };

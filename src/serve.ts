@@ -49,6 +49,8 @@ export interface TransferInfo {
 
 interface LiveConnection {
   socket: Socket;
+  /** Cuts this connection, telling the peer why. */
+  abort: AbortController;
   handled: Promise<void>;
   /** True once a file was accepted on it: shutdown lets these finish. */
   transferring: boolean;
@@ -87,7 +89,7 @@ export class ServeReceiver {
     this.#server.close();
     // Connections that carry no file yet (waiting for a header, a ping) go at once.
     for (const connection of this.#connections.values()) {
-      if (!connection.transferring) connection.socket.destroy(reason);
+      if (!connection.transferring) connection.abort.abort(reason);
     }
     const inFlight = () => [...this.#connections.values()].map((connection) => connection.handled);
     let timer: NodeJS.Timeout | undefined;
@@ -98,7 +100,7 @@ export class ServeReceiver {
     clearTimeout(timer);
     if (finished === 'finished') return 0;
     const cut = [...this.#connections.values()].filter((connection) => connection.transferring);
-    for (const connection of cut) connection.socket.destroy(reason);
+    for (const connection of cut) connection.abort.abort(reason);
     await Promise.allSettled(inFlight());
     return cut.length;
   }
@@ -111,13 +113,14 @@ export class ServeReceiver {
     }
     const id = this.#nextId++;
     const peer = remoteOf(socket);
-    const live: LiveConnection = { socket, handled: Promise.resolve(), transferring: false };
+    const live: LiveConnection = { socket, abort: new AbortController(), handled: Promise.resolve(), transferring: false };
     this.#connections.set(id, live);
     log.debug({ id, peer }, 'connection');
 
     const options: ReceiveOptions = {
       ...this.#options,
       target: this.#options.folder,
+      signal: live.abort.signal,
       onStart: (transfer) => {
         live.transferring = true;
         this.#options.onTransferStart?.({ ...transfer, id });

@@ -172,8 +172,8 @@ describe('refusals: the sender is told why, and nothing is written', () => {
       const peer = await rawPeer(receiver.port);
       await peer.write(headerFrame({ name, size: 3 }));
       const answer = await peer.nextFrame();
-      // Names over 255 bytes are a protocol violation; the rest are refused as bad names.
-      if (name.length > 255) expect(answer.type).toBe(FrameType.Error);
+      // Empty names and names over 255 bytes break the protocol; the rest are refused as bad names.
+      if (name.length > 255 || name === '') expect(answer.type).toBe(FrameType.Error);
       else expect(parseFrame(answer)).toMatchObject({ reason: 'bad-name' });
       await expect(receiver.result).rejects.toThrow();
       expect(await listFolder(inbox)).toEqual([]);
