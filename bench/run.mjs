@@ -11,7 +11,9 @@
  *   memory   ftx sender and receiver peak RSS for 64 MiB, 1 GiB and 4 GiB files.
  *   slow     ftx through a proxy that forwards ~20 MB/s: the sender's RSS proves backpressure.
  *   startup  `ftx --help` and `ftx send` to a closed port, against `node -e 0`.
- *   serve    many senders into one receiver: skipped until serve mode exists.
+ *   serve    N senders (default 32, each its own file) into one `ftx recv --serve`, all at
+ *            once against the same files one after another, each batch into a fresh
+ *            receiver; aggregate MB/s and the receiver's peak RSS; every stored file hashed.
  *
  * Results: a table on stdout, everything (every run) in bench/results/<timestamp>.json.
  * Generated data lives in bench/data/ and is reused. Run `node bench/run.mjs --help`.
@@ -27,7 +29,8 @@ import { summarizeProfile } from './lib/cpuprofile.mjs';
 import { definePeers, freePort, lastJson } from './lib/peers.mjs';
 import { killAll, startMeasured, waitForLine } from './lib/proc.mjs';
 import { fixed, mb, ms, ratio, spread, table } from './lib/report.mjs';
-import { availableMemoryBytes, ensureDataFile, ensureTool, freeBytes, isGnuTime, isOpenbsdNetcat, parseSize, sizeLabel, warmCache } from './lib/setup.mjs';
+import { runServeBatch } from './lib/serve.mjs';
+import { availableMemoryBytes, ensureDataFile, ensureServeFiles, ensureTool, freeBytes, isGnuTime, isOpenbsdNetcat, missingServeBytes, parseSize, sizeLabel, warmCache } from './lib/setup.mjs';
 import { MB, median, summarize } from './lib/stats.mjs';
 import { runTransfer } from './lib/transfer.mjs';
 
@@ -43,6 +46,10 @@ const TARGET = {
   ftxVsClassic: 3.5,
   peakRssBytes: 100 * MB,
   helpVsNode: 2.0,
+  /** 32 senders at once against the same bytes sent one after another (same round). */
+  serveVsSequential: 0.9,
+  serveRssBytes: 200 * MB,
+  serveSenders: 32,
 };
 /**
  * "Flat" RSS across file sizes: the largest file's peak may exceed the smallest's by at
@@ -54,13 +61,15 @@ const FLAT_TOLERANCE_BYTES = 16 * MB;
 const HELP = `Usage: npm run bench -- [options]      (or: node bench/run.mjs [options] after npm run build)
 
   --size SIZE          large-file size (default 1G; e.g. 256M for a quick run)
-  --rounds N           rounds of the large-file scenario (default 5)
+  --rounds N           rounds of the large-file and serve scenarios (default 5)
   --mem-sizes LIST     file sizes for the memory scenario (default 64M,1G,4G)
   --no-4g              leave 4G out of the memory scenario (it is left out anyway without the space)
   --mem-rounds N       transfers per size in the memory scenario (default 1)
   --slow-size SIZE     file sent through the throttling proxy (default 256M)
   --slow-rate MBPS     proxy rate in MB/s (default 20)
   --startup-runs N     runs of each start-up command (default 10)
+  --senders N          serve scenario: senders, each with its own file (default 32)
+  --serve-bytes SIZE   serve scenario: total bytes, split evenly among the senders (default 1G)
   --only LIST          scenarios to run: ${SCENARIOS.join(',')}
   --skip LIST          scenarios to leave out
   --profile            also run one ftx transfer under node --cpu-prof and list top self time
@@ -81,6 +90,8 @@ function parseOptions(argv) {
       'slow-size': { type: 'string', default: '256M' },
       'slow-rate': { type: 'string', default: '20' },
       'startup-runs': { type: 'string', default: '10' },
+      senders: { type: 'string', default: '32' },
+      'serve-bytes': { type: 'string', default: '1G' },
       only: { type: 'string' },
       skip: { type: 'string' },
       profile: { type: 'boolean', default: false },
@@ -100,6 +111,9 @@ function parseOptions(argv) {
   for (const name of [...only, ...skip]) {
     if (!SCENARIOS.includes(name)) throw new Error(`unknown scenario "${name}"; choose from ${SCENARIOS.join(', ')}`);
   }
+  const senders = positive(values.senders, 'senders');
+  const serveBytes = parseSize(values['serve-bytes']);
+  if (serveBytes < senders) throw new Error(`--serve-bytes ${values['serve-bytes']} cannot be split among ${senders} senders`);
   const slowRate = Number(values['slow-rate']);
   if (!(slowRate > 0)) throw new Error(`--slow-rate must be a positive number of MB/s, not "${values['slow-rate']}"`);
   return {
@@ -111,6 +125,8 @@ function parseOptions(argv) {
     slowSize: parseSize(values['slow-size']),
     slowRate,
     startupRuns: positive(values['startup-runs'], 'startup-runs'),
+    senders,
+    serveBytes,
     scenarios: new Set((only.length ? only : SCENARIOS).filter((name) => !skip.includes(name))),
     profile: values.profile,
     profileDir: values['profile-dir'],
@@ -273,6 +289,69 @@ async function runStartup(context) {
   };
 }
 
+async function runServe(context) {
+  const { options, outDir } = context;
+  const senders = options.senders;
+  const fileSize = Math.floor(options.serveBytes / senders);
+  const totalBytes = fileSize * senders;
+  const describe = { senders, fileSize, totalBytes, rounds: options.rounds };
+  const lacking = lackingSpace(context, totalBytes, missingServeBytes(context.dataDir, senders, fileSize));
+  if (lacking) return { ...describe, skipped: lacking };
+  const files = await ensureServeFiles(context.dataDir, senders, fileSize, log);
+  for (const file of files) await warmCache(file.path);
+
+  const runs = [];
+  for (let round = 1; round <= options.rounds; round++) {
+    // Alternate which batch goes first, so neither always follows a pause (or the other's tmpfs churn).
+    const order = round % 2 ? ['concurrent', 'sequential'] : ['sequential', 'concurrent'];
+    for (const mode of order) {
+      const run = await runServeBatch(mode, files, {
+        ftxBin: FTX_BIN,
+        cwd: ROOT,
+        timeBinary: context.timeBinary,
+        folder: join(outDir, `serve-${mode}`),
+        timeoutMs: transferTimeoutMs(totalBytes) + senders * 5_000,
+      });
+      run.round = round;
+      runs.push(run);
+      log(`serve ${round}/${options.rounds}  ${mode.padEnd(10)} ${describeServeRun(run)}`);
+    }
+  }
+
+  const modes = ['concurrent', 'sequential'].map((mode) => {
+    const mine = runs.filter((run) => run.mode === mode);
+    const valid = mine.filter((run) => run.valid);
+    return {
+      mode,
+      runs: mine.length,
+      valid: valid.length,
+      errors: mine.filter((run) => !run.valid).map((run) => `round ${run.round}: ${run.error}`),
+      mbps: summarize(valid.map((run) => run.mbps)),
+      wallSeconds: summarize(valid.map((run) => run.wallSeconds)),
+      receiverMbps: summarize(valid.map((run) => run.receiverMbps)),
+      receiverSpanMbps: summarize(valid.map((run) => run.receiverSpanMbps)),
+      peakInFlight: summarize(valid.map((run) => run.peakInFlight)),
+      firstConnectSeconds: summarize(valid.map((run) => run.firstConnectSeconds)),
+      lastConnectSeconds: summarize(valid.map((run) => run.lastConnectSeconds)),
+      sendersCpuSeconds: summarize(valid.map((run) => run.sendersSummary.cpuSeconds)),
+      senderPeakRssBytes: maxOf(valid.map((run) => run.sendersSummary.maxPeakRssBytes)),
+      receiverCpuSeconds: summarize(valid.map((run) => run.receiver.cpuSeconds)),
+      // Every run that got as far as stopping the receiver counts for memory, valid or not.
+      receiverPeakRssBytes: maxOf(mine.map((run) => run.receiver?.peakRssBytes)),
+      busyRefusals: mine.reduce((total, run) => total + (run.busyRefusals ?? 0), 0),
+    };
+  });
+  const ratioOf = (key) => {
+    const ratios = [];
+    for (let round = 1; round <= options.rounds; round++) {
+      const [concurrent, sequential] = ['concurrent', 'sequential'].map((mode) => runs.find((run) => run.valid && run.round === round && run.mode === mode));
+      if (concurrent?.[key] && sequential?.[key]) ratios.push(concurrent[key] / sequential[key]);
+    }
+    return ratios.length ? { ...summarize(ratios), perRound: ratios } : null;
+  };
+  return { ...describe, files: files.map(({ name, size, sha256 }) => ({ name, size, sha256 })), modes, concurrentVsSequential: ratioOf('mbps'), recvBusyRatio: ratioOf('receiverMbps'), runs };
+}
+
 async function runProfile(context) {
   const { options, outDir } = context;
   const source = await ensureDataFile(context.dataDir, options.size, log);
@@ -305,11 +384,13 @@ async function runProfile(context) {
 
 // ---------------------------------------------------------------- helpers
 
-/** Why a file of `size` cannot be generated and received here, or undefined if it can. */
-function lackingSpace({ dataDir, outDir }, size) {
+/**
+ * Why `size` bytes cannot be received here (and `dataBytesNeeded` generated first; by default
+ * the random-<size>.bin file unless it exists), or undefined if they can.
+ */
+function lackingSpace({ dataDir, outDir }, size, dataBytesNeeded = existsSync(join(dataDir, `random-${sizeLabel(size)}.bin`)) ? 0 : size) {
   const margin = 256 * 1024 ** 2;
-  const fileExists = existsSync(join(dataDir, `random-${sizeLabel(size)}.bin`));
-  if (!fileExists && freeBytes(dataDir) < size + margin) return `not enough free space in ${dataDir} for ${sizeLabel(size)}`;
+  if (dataBytesNeeded > 0 && freeBytes(dataDir) < dataBytesNeeded + margin) return `not enough free space in ${dataDir} for ${sizeLabel(dataBytesNeeded)} of data`;
   if (freeBytes(outDir) < size + margin) return `not enough free space in ${outDir} for ${sizeLabel(size)}`;
   const memory = availableMemoryBytes();
   // tmpfs pages are RAM: without this check a 4G run could push the machine into swap or OOM.
@@ -335,6 +416,14 @@ function maxOf(values) {
 function describeRun(run) {
   if (!run.valid) return `INVALID: ${run.error}`;
   return `${run.wallSeconds.toFixed(2)} s  ${run.mbps.toFixed(0)} MB/s  rss send ${mb(run.sender.peakRssBytes)} / recv ${mb(run.receiver.peakRssBytes)} MB  ok`;
+}
+
+function describeServeRun(run) {
+  if (!run.valid) return `INVALID: ${run.error}`;
+  return (
+    `${run.wallSeconds.toFixed(2)} s  ${run.mbps.toFixed(0)} MB/s  recv busy ${fixed(run.receiverMbps, 0) ?? '-'} MB/s  ` +
+    `in flight <= ${run.peakInFlight}  recv rss ${mb(run.receiver.peakRssBytes)} MB  ${run.stored.verified}/${run.stored.of} sha256 ok`
+  );
 }
 
 function timeCommand(command, args) {
@@ -367,7 +456,7 @@ function gitDescription() {
 // ---------------------------------------------------------------- targets and report
 
 function evaluateTargets(results) {
-  const { large, memory, slow, startup } = results.scenarios;
+  const { large, memory, slow, startup, serve } = results.scenarios;
   const targets = [];
   const add = (name, value, display, goal, met, note) => targets.push({ name, value, display, goal, status: met === null ? 'n/a' : met ? 'met' : 'NOT MET', note });
   const ftxFile = large?.groups.find((group) => group.peer === 'ftx' && group.mode === 'file');
@@ -407,7 +496,20 @@ function evaluateTargets(results) {
   if (startup) {
     add('ftx --help / node -e 0', startup.helpVsNode, ratio(startup.helpVsNode), `<= ${TARGET.helpVsNode.toFixed(1)}x`, startup.helpVsNode === null ? null : startup.helpVsNode <= TARGET.helpVsNode);
   }
-  add('serve: 32 senders vs one after another', null, null, '>= 0.9x, RSS <= 200 MB', null, 'skipped: serve mode not implemented');
+  if (serve) {
+    const n = serve.senders;
+    const vsGoal = `>= ${TARGET.serveVsSequential.toFixed(1)}x`;
+    const rssGoal = `<= ${mb(TARGET.serveRssBytes)} MB`;
+    if (serve.skipped) {
+      add(`serve: ${n} senders at once / one after another`, null, null, vsGoal, null, `skipped: ${serve.skipped}`);
+    } else {
+      const fewer = n === TARGET.serveSenders ? undefined : `${n} senders measured; the target is for ${TARGET.serveSenders}`;
+      const vs = serve.concurrentVsSequential?.median ?? null;
+      add(`serve: ${n} senders at once / one after another`, vs, ratio(vs), vsGoal, vs === null ? null : vs >= TARGET.serveVsSequential, vs === null ? 'no round with both batches valid' : fewer);
+      const rss = serve.modes.find((entry) => entry.mode === 'concurrent')?.receiverPeakRssBytes ?? null;
+      add(`serve: receiver peak RSS, ${n} senders at once`, rss, rss === null ? null : `${mb(rss)} MB`, rssGoal, rss === null ? null : rss <= TARGET.serveRssBytes, rss === null ? 'not measured' : fewer);
+    }
+  }
   return targets;
 }
 
@@ -477,7 +579,50 @@ function printReport(results) {
     }
   }
 
-  if (results.scenarios.serve) out.push('', `3. Many senders: skipped: ${results.scenarios.serve.skipped}`);
+  const serve = results.scenarios.serve;
+  if (serve?.skipped) out.push('', `3. Many senders: skipped: ${serve.skipped}`);
+  else if (serve) {
+    out.push(
+      '',
+      `3. Many senders: ${serve.senders} x ${sizeLabel(serve.fileSize)} = ${sizeLabel(serve.totalBytes)} (a distinct random file each) into one ftx recv --serve on tmpfs;`,
+      `   all at once vs the same files one after another, a fresh receiver per batch, ${serve.rounds} rounds (order alternated)`,
+    );
+    out.push(
+      table(
+        ['batch', 'ok', 'MB/s median [min-max]', 'wall s', 'recv busy MB/s', 'in flight', 'connects s after spawn', 'senders CPU s', 'recv CPU s', 'recv RSS MB', 'send RSS MB'],
+        serve.modes.map((entry) => [
+          entry.mode,
+          `${entry.valid}/${entry.runs}`,
+          spread(entry.mbps),
+          fixed(entry.wallSeconds.median, 2),
+          spread(entry.receiverMbps),
+          entry.peakInFlight.min === null ? null : entry.peakInFlight.min === entry.peakInFlight.max ? entry.peakInFlight.min : `${entry.peakInFlight.min}-${entry.peakInFlight.max}`,
+          entry.firstConnectSeconds.median === null ? null : `${fixed(entry.firstConnectSeconds.median, 2)}..${fixed(entry.lastConnectSeconds.median, 2)}`,
+          fixed(entry.sendersCpuSeconds.median, 1),
+          fixed(entry.receiverCpuSeconds.median, 2),
+          mb(entry.receiverPeakRssBytes),
+          mb(entry.senderPeakRssBytes),
+        ]),
+        'll',
+      ),
+    );
+    const vs = serve.concurrentVsSequential;
+    const view = serve.recvBusyRatio;
+    out.push(
+      `   at once / one after another (same round): ${vs ? `${ratio(vs.median)} [${ratio(vs.min)}-${ratio(vs.max)}]` : '-'}; ` +
+        `recv busy: ${view ? `${ratio(view.median)} [${ratio(view.min)}-${ratio(view.max)}]` : '-'}`,
+      "   MB/s = 10^6 bytes over the wall time from the first sender's spawn to the last sender's exit: every `ftx send`",
+      '   is a node process, so its start-up is included (all at once: N start-ups compete for the CPUs with the transfers;',
+      '   one after another: they add up). recv busy = bytes over the time the receiver had at least one transfer in flight',
+      '   (its log: transfer-start to transfer-done), so waiting for senders to start is left out in both batches.',
+      '   in flight = most transfers open at once (receiver log; min-max over rounds); connects = first..last transfer-start, seconds after the first spawn.',
+      '   senders CPU = user+sys of all senders together; RSS = peak resident set, max over rounds (recv: the serving process).',
+      '   Every stored file is hashed by the bench and compared with its source; the receiver is stopped with SIGTERM and must exit 0.',
+    );
+    const refusals = serve.modes.reduce((total, entry) => total + entry.busyRefusals, 0);
+    if (refusals) out.push(`   busy refusals: ${refusals}`);
+    for (const entry of serve.modes) for (const error of entry.errors) out.push(`   INVALID ${entry.mode} ${error}`);
+  }
 
   if (startup) {
     out.push('', `4. Start-up: wall ms, ${startup.runs} interleaved runs each (after one warm-up)`);
@@ -596,7 +741,7 @@ async function main() {
     if (options.scenarios.has('memory')) results.scenarios.memory = await runMemory(context);
     if (options.scenarios.has('slow')) results.scenarios.slow = await runSlow(context);
     if (options.scenarios.has('startup')) results.scenarios.startup = await runStartup(context);
-    if (options.scenarios.has('serve')) results.scenarios.serve = { skipped: 'serve mode not implemented' };
+    if (options.scenarios.has('serve')) results.scenarios.serve = await runServe(context);
     if (options.profile) results.profile = await runProfile(context);
   } finally {
     cleanup();

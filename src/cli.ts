@@ -167,7 +167,9 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT_CODES.FTX_ERR_USAGE;
   }
   const command = parsed._[0];
-  if (typeof command !== 'string' || !COMMANDS.includes(command)) return EXIT_OK; // --help or --version was shown.
+  // yargs has printed help or the version (it does not exit: exitProcess(false)).
+  const shown = parsed as { help?: boolean; version?: boolean };
+  if (shown.help || shown.version || typeof command !== 'string' || !COMMANDS.includes(command)) return EXIT_OK;
 
   const args = parsed as unknown as CommonArgs;
   const output = await createOutput({

@@ -36,6 +36,16 @@ describe('ftx --help and usage errors', () => {
     expect(run.stdout()).toMatch(/ftx send <file> <destination>/);
   });
 
+  for (const command of ['recv', 'send', 'ping']) {
+    it(`ftx ${command} --help prints that command's help and does nothing else`, async () => {
+      const run = runCli([command, '--help']);
+      expect(await run.exit).toBe(0);
+      expect(run.stdout()).toContain(`ftx ${command}`);
+      expect(run.stdout()).toContain('--timeout');
+      expect(run.stderr()).toBe(''); // no "listening", no connection attempt
+    });
+  }
+
   it('prints the version', async () => {
     const run = runCli(['--version']);
     expect(await run.exit).toBe(0);

@@ -31,7 +31,7 @@ let meterCounter = 0;
  * Starts `command args` and measures it.
  * stdin/stdout: a path (opened for the child, like a shell redirect), or 'ignore';
  * stdout defaults to a pipe whose text is collected. stderr is always collected.
- * Returns { pid, startedAt, onLine(fn), done } where `done` resolves to
+ * Returns { pid, startedAt, onLine(fn), kill(), signal(name), done } where `done` resolves to
  * { code, signal, startedAt, endedAt, wallSeconds, userSeconds, sysSeconds, cpuSeconds,
  *   peakRssBytes, meter, stdout, stderr }.
  */
@@ -115,7 +115,31 @@ export function startMeasured(command, args, { timeBinary, stdin = 'ignore', std
     kill() {
       killGroup(child);
     },
+    /**
+     * Sends `signal` to the measured command itself. Under GNU time that is time's child:
+     * time would die of SIGTERM without reaping the child or writing its report.
+     */
+    signal(signal) {
+      const pid = timeBinary ? childOf(child.pid) : child.pid;
+      if (pid === undefined) return false;
+      try {
+        process.kill(pid, signal);
+        return true;
+      } catch {
+        return false; // Already gone.
+      }
+    },
   };
+}
+
+/** The one child of `pid` (GNU time runs exactly one), from /proc; undefined if none yet. */
+function childOf(pid) {
+  try {
+    const first = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)[0];
+    return first ? Number(first) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Resolves with the first line matching `pattern` (its match array); rejects on exit or timeout. */

@@ -4,7 +4,7 @@
  * free space to hold them.
  */
 import { createHash, randomFillSync } from 'node:crypto';
-import { accessSync, closeSync, constants, createReadStream, existsSync, openSync, readFileSync, renameSync, statSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants, createReadStream, existsSync, mkdirSync, openSync, readFileSync, renameSync, statSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { runQuiet } from './proc.mjs';
@@ -102,7 +102,36 @@ export function availableMemoryBytes() {
  * Returns { path, size, sha256 }; the digest is cached beside the file.
  */
 export async function ensureDataFile(dataDir, size, log) {
-  const path = join(dataDir, `random-${sizeLabel(size)}.bin`);
+  return ensureRandomFile(join(dataDir, `random-${sizeLabel(size)}.bin`), size, log);
+}
+
+/**
+ * The many-senders scenario's inputs: `count` distinct random files of `size` bytes each,
+ * bench/data/serve-<size>/part-NNN.bin (the same folder serves any count; missing parts are
+ * added). Distinct contents, so a file stored under another sender's name fails its digest.
+ * Returns [{ path, name, size, sha256 }].
+ */
+export async function ensureServeFiles(dataDir, count, size, log) {
+  mkdirSync(join(dataDir, `serve-${sizeLabel(size)}`), { recursive: true });
+  const files = [];
+  for (const { name, path } of serveParts(dataDir, count, size)) files.push({ name, ...(await ensureRandomFile(path, size, log)) });
+  return files;
+}
+
+/** Bytes that ensureServeFiles would still have to write (for the free-space check). */
+export function missingServeBytes(dataDir, count, size) {
+  return serveParts(dataDir, count, size).filter(({ path }) => !existsSync(path) || statSync(path).size !== size).length * size;
+}
+
+function serveParts(dataDir, count, size) {
+  const folder = join(dataDir, `serve-${sizeLabel(size)}`);
+  return Array.from({ length: count }, (_, index) => {
+    const name = `part-${String(index + 1).padStart(3, '0')}.bin`;
+    return { name, path: join(folder, name) };
+  });
+}
+
+async function ensureRandomFile(path, size, log) {
   if (!existsSync(path) || statSync(path).size !== size) {
     log(`generating ${path} (${sizeLabel(size)} random bytes, once)...`);
     const partial = `${path}.partial`;
@@ -127,11 +156,15 @@ export async function ensureDataFile(dataDir, size, log) {
     if (cachedStamp === stamp && digest) return { path, size, sha256: digest };
   }
   // Hashing also pulls the file into the page cache, so the first round is not the odd one out.
-  const hash = createHash('sha256');
-  await pipeline(createReadStream(path, { highWaterMark: 4 * MIB }), hash);
-  const digest = hash.digest('hex');
+  const digest = await sha256File(path);
   writeFileSync(digestPath, `${stamp}\n${digest}\n`);
   return { path, size, sha256: digest };
+}
+
+export async function sha256File(path) {
+  const hash = createHash('sha256');
+  await pipeline(createReadStream(path, { highWaterMark: 4 * MIB }), hash);
+  return hash.digest('hex');
 }
 
 /** Pulls a file into the page cache so every peer reads it from memory. */
