@@ -40,6 +40,9 @@ export class Channel {
     this.stream = stream;
     this.peerRole = options.peerRole ?? 'the peer';
     this.#chunks = stream[Symbol.asyncIterator]();
+    // Errors reach callers through reads and write callbacks. Without a listener, one
+    // emitted before the first read (a reset right after connect) would crash the process.
+    stream.on('error', () => {});
     this.setIdleTimeout(options.idleTimeoutMs ?? 0);
   }
 

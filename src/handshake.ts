@@ -70,13 +70,23 @@ export function sendGreeting(channel: Channel): Promise<void> {
 }
 
 export async function readOpening(channel: Channel): Promise<Opening> {
-  const first = await channel.peekByte();
+  let first: number | null;
+  try {
+    first = await channel.peekByte();
+  } catch (error) {
+    // Reset before a single byte (SO_LINGER 0: scanners, load-balancer health checks):
+    // as silent as a FIN, and no reason to give up on the next sender.
+    if (error instanceof ConnectionLostError) return { kind: 'silent' };
+    throw error;
+  }
   if (first === null) return { kind: 'silent' };
   if (isAsciiDigit(first)) return { kind: 'classic' };
   const frame = await channel.readFrame();
   if (!frame) throw new ConnectionLostError(`${channel.peerRole} closed the connection before its header was complete`);
   if (frame.type === FrameType.Header) return { kind: 'header', header: decodeHeader(frame) };
   if (frame.type === FrameType.Ping) return { kind: 'ping', ping: decodePing(frame) };
+  // The sender gave up (it timed out waiting for our greeting, say): report its reason.
+  if (frame.type === FrameType.Error) throw errorFromPeer(channel, frame);
   throw new ProtocolError(`expected a Header or Ping frame first, got ${frameTypeName(frame.type)}`);
 }
 

@@ -125,7 +125,8 @@ export async function listen(port: number, host?: string): Promise<Server> {
 
 function listenOn(port: number, host: string, ipv6Only: boolean): Promise<Server> {
   return new Promise((resolve, reject) => {
-    const server = createServer({ noDelay: true });
+    // allowHalfOpen: a sender may half-close after its trailer; the receipt must still go out.
+    const server = createServer({ noDelay: true, allowHalfOpen: true });
     const onError = (error: NodeJS.ErrnoException) => {
       server.close();
       reject(describeListenError(error, port, host));

@@ -14,6 +14,7 @@ import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Channel } from './channel.js';
 import {
+  ConnectionLostError,
   FtxError,
   IntegrityError,
   InterruptedError,
@@ -129,7 +130,16 @@ export async function handleConnection(
   if (options.signal?.aborted) onAbort();
   else options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    await sendGreeting(channel);
+    try {
+      await sendGreeting(channel);
+    } catch (error) {
+      // Gone before our first byte reached it: a probe that resets at once.
+      if (error instanceof ConnectionLostError) {
+        channel.destroy();
+        return { kind: 'silent' };
+      }
+      throw error;
+    }
     const opening = await readOpening(channel);
     switch (opening.kind) {
       case 'silent':
@@ -208,7 +218,14 @@ async function receiveFile(
 
     const file = staged;
     const stored = await withKeepAlives(channel, options.idleTimeoutMs, () => file.commit(options.onConflict));
-    await sendReceipt(channel, { bytes: received, hash: header.hash, digest, name: basename(stored) });
+    // The file is complete, verified and durable: that is the receiver's verdict, whether or
+    // not the receipt gets through (if it does not, the sender reports a lost connection).
+    await sendReceipt(channel, { bytes: received, hash: header.hash, digest, name: basename(stored) }).catch((error: unknown) => {
+      log.warn(
+        { peer, path: stored, cause: String(error) },
+        `stored ${stored}, but the receipt could not be sent (${channel.describeStreamError(error).message}); the sender will not know it arrived`,
+      );
+    });
     return { path: stored, bytes: received, hash: header.hash, digest, seconds: (performance.now() - startedAt) / 1000, peer, protocol: 'ftx' };
   } finally {
     await staged?.discard();

@@ -12,7 +12,8 @@
  * the same name never interleave bytes: each has its own temporary file.
  */
 import { randomBytes } from 'node:crypto';
-import { constants, createWriteStream, type WriteStream } from 'node:fs';
+import { constants } from 'node:fs';
+import { Writable } from 'node:stream';
 import { link, lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { localIoError, RefusedError } from './errors.js';
@@ -99,11 +100,8 @@ export class StagedFile {
   }
 
   /** A stream that writes into the temporary file; it does not close the file. */
-  createWriteStream(): WriteStream {
-    const handle = this.#requireOpen();
-    // The numeric fd, not the FileHandle: a WriteStream given the FileHandle itself
-    // leaves it unusable afterwards (handle.sync() never settles, seen on Node 20).
-    return createWriteStream('', { fd: handle.fd, autoClose: false, highWaterMark: WRITE_HIGH_WATER_MARK });
+  createWriteStream(): Writable {
+    return new FileHandleWriter(this.#requireOpen());
   }
 
   /**
@@ -165,6 +163,48 @@ export class StagedFile {
   #requireOpen(): FileHandle {
     if (this.#state !== 'open' || !this.#handle) throw new Error(`staged file ${this.tempPath} is ${this.#state}`);
     return this.#handle;
+  }
+}
+
+/**
+ * Appends to a FileHandle and never closes it: the StagedFile owns the descriptor.
+ *
+ * Why not fs.createWriteStream: given the FileHandle it leaves the handle unusable
+ * (handle.sync() never settles, seen on Node 20); given the numeric fd with autoClose
+ * false, a stream that is *destroyed* (the connection died mid-file) closes the fd
+ * anyway, and discard() then closed the same number again, by then possibly another
+ * transfer's file (serve mode). Writes queued while one is in flight go out together
+ * as one writev.
+ */
+class FileHandleWriter extends Writable {
+  readonly #handle: FileHandle;
+
+  constructor(handle: FileHandle) {
+    super({ highWaterMark: WRITE_HIGH_WATER_MARK });
+    this.#handle = handle;
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    writeAll(this.#handle, [chunk]).then(() => callback(), callback);
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
+    writeAll(this.#handle, chunks.map(({ chunk }) => chunk)).then(() => callback(), callback);
+  }
+}
+
+/** writev until every byte is written: a write may be short (a signal, a nearly full disk). */
+async function writeAll(handle: FileHandle, buffers: Buffer[]): Promise<void> {
+  let pending = buffers;
+  while (pending.length > 0) {
+    const { bytesWritten } = await handle.writev(pending);
+    if (bytesWritten === 0) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+    let skip = bytesWritten;
+    while (pending.length > 0 && skip >= (pending[0] as Buffer).length) {
+      skip -= (pending[0] as Buffer).length;
+      pending = pending.slice(1);
+    }
+    if (skip > 0) pending = [(pending[0] as Buffer).subarray(skip), ...pending.slice(1)];
   }
 }
 
