@@ -134,25 +134,24 @@ export class Channel {
   /**
    * Yields exactly `byteCount` raw bytes, then stops; bytes beyond them stay buffered
    * for the next readFrame(). Throws ConnectionLostError if the peer closes early.
+   * `onChunk` sees each chunk before it is yielded (hashing without another stage).
    */
-  async *readData(byteCount: number): AsyncGenerator<Buffer, void, undefined> {
+  async *readData(byteCount: number, onChunk?: (chunk: Buffer) => void): AsyncGenerator<Buffer, void, undefined> {
     let remaining = byteCount;
     while (remaining > 0) {
-      const chunk = await this.readRaw();
+      let chunk = await this.readRaw();
       if (!chunk) {
         throw new ConnectionLostError(
           `${this.peerRole} closed the connection after ${byteCount - remaining} of ${byteCount} bytes`,
         );
       }
-      if (chunk.length <= remaining) {
-        remaining -= chunk.length;
-        yield chunk;
-      } else {
+      if (chunk.length > remaining) {
         this.unread(chunk.subarray(remaining));
-        const last = chunk.subarray(0, remaining);
-        remaining = 0;
-        yield last;
+        chunk = chunk.subarray(0, remaining);
       }
+      remaining -= chunk.length;
+      onChunk?.(chunk);
+      yield chunk;
     }
   }
 

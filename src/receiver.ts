@@ -288,18 +288,12 @@ async function writeData(
 ): Promise<{ digest: string; received: number }> {
   const hash = await createHasher(algorithm);
   let received = 0;
-  await pipeline(
-    channel.readData(size),
-    async function* hashAndCount(chunks: AsyncIterable<Buffer>) {
-      for await (const chunk of chunks) {
-        hash.update(chunk);
-        received += chunk.length;
-        onProgress?.(received);
-        yield chunk;
-      }
-    },
-    staged.createWriteStream(),
-  ).catch((error: unknown) => {
+  const hashAndCount = (chunk: Buffer) => {
+    hash.update(chunk);
+    received += chunk.length;
+    onProgress?.(received);
+  };
+  await pipeline(channel.readData(size, hashAndCount), staged.createWriteStream()).catch((error: unknown) => {
     throw describeWriteError(error, channel, staged);
   });
   return { digest: hash.digest(), received };
