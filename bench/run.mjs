@@ -185,9 +185,9 @@ async function runLarge(context) {
       sender: sideSummary(valid.map((run) => run.sender)),
       receiver: sideSummary(valid.map((run) => run.receiver)),
       vsNc: peer.id === 'nc' ? null : ratioTo('nc'),
-      vsClassic: peer.id === 'ftx' ? ratioTo('classic', 'file') : null,
-      vsNode: peer.id === 'ftx' ? ratioTo('node', 'file') : null,
-      selfReportedMbps: peer.id === 'ftx' ? summarize(valid.map((run) => run.selfReport?.recvMbps)) : null,
+      vsClassic: peer.id.startsWith('ftx') ? ratioTo('classic', 'file') : null,
+      vsNode: peer.id.startsWith('ftx') ? ratioTo('node', 'file') : null,
+      selfReportedMbps: peer.id.startsWith('ftx') ? summarize(valid.map((run) => run.selfReport?.recvMbps)) : null,
     };
   });
   return { source: { path: source.path, bytes: source.size, sha256: source.sha256 }, rounds: options.rounds, skipped, groups, runs };
@@ -467,6 +467,13 @@ function evaluateTargets(results) {
     add('ftx / nc, sink', null, null, `>= ${TARGET.ftxVsNcSink.toFixed(1)}x`, null, 'not measurable: ftx stages into a temp file and renames, so /dev/null cannot be its target');
     const vsClassic = ftxFile?.vsClassic?.median ?? null;
     add('ftx / classic python, file to file', vsClassic, ratio(vsClassic), `>= ${TARGET.ftxVsClassic.toFixed(1)}x`, vsClassic === null ? null : vsClassic >= TARGET.ftxVsClassic, vsClassic === null ? 'no valid pair of runs' : undefined);
+    const fast = large.groups.find((group) => group.peer === 'ftx-xxh128' && group.mode === 'file');
+    if (fast) {
+      const fastVsNc = fast.vsNc?.median ?? null;
+      add('ftx --hash xxh128 / nc, file to file', fastVsNc, ratio(fastVsNc), `>= ${TARGET.ftxVsNcFile.toFixed(1)}x`, fastVsNc === null ? null : fastVsNc >= TARGET.ftxVsNcFile, fastVsNc === null ? 'no valid pair of runs' : undefined);
+      const fastVsClassic = fast.vsClassic?.median ?? null;
+      add('ftx --hash xxh128 / classic python', fastVsClassic, ratio(fastVsClassic), `>= ${TARGET.ftxVsClassic.toFixed(1)}x`, fastVsClassic === null ? null : fastVsClassic >= TARGET.ftxVsClassic, fastVsClassic === null ? 'no valid pair of runs' : undefined);
+    }
   }
 
   const rssSources = [];

@@ -64,33 +64,45 @@ export async function createOutput(options: { level: LogLevel; format: LogFormat
   const log = pino({ level: options.level, base: undefined, timestamp: options.format === 'json' }, sink);
   return {
     log,
-    async startProgress(total, label) {
-      if (!options.progress) return undefined;
-      const progress = await Progress.start(total, label);
-      sink.bars = progress.bars;
-      progress.onStop = () => {
-        sink.bars = undefined;
-      };
-      return progress;
-    },
-    async startBoard() {
-      if (!options.progress) return undefined;
-      const board = await TransferBoard.start();
-      sink.bars = board.bars;
-      board.onStop = () => {
-        sink.bars = undefined;
-      };
-      return board;
-    },
+    startProgress: async (total, label) => (options.progress ? routeLogsAbove(sink, await Progress.start(total, label)) : undefined),
+    startBoard: async () => (options.progress ? routeLogsAbove(sink, await TransferBoard.start()) : undefined),
   };
+}
+
+/** While `display` is drawn, log lines go above its bars; after stop(), to stderr again. */
+function routeLogsAbove<T extends BarDisplay>(sink: StderrSink, display: T): T {
+  sink.bars = display.bars;
+  display.onStop = () => {
+    sink.bars = undefined;
+  };
+  return display;
+}
+
+/** Something drawn with a MultiBar: a single transfer's bar, or serve mode's board. */
+abstract class BarDisplay {
+  onStop: (() => void) | undefined;
+
+  constructor(readonly bars: MultiBar) {}
+
+  /** Draws the final state and releases the terminal. Safe to call twice. */
+  stop(): void {
+    if (!this.onStop) return;
+    this.redraw();
+    // update() before stop(): lines logged since the last frame are printed, not lost.
+    this.bars.update();
+    this.bars.stop();
+    this.onStop();
+    this.onStop = undefined;
+  }
+
+  protected abstract redraw(): void;
 }
 
 /**
  * Serve mode's display: a bar per transfer in flight, and a total line (files stored,
  * transfers active, bytes received since start).
  */
-export class TransferBoard {
-  onStop: (() => void) | undefined;
+export class TransferBoard extends BarDisplay {
   readonly #rows = new Map<number, { bar: SingleBar; total: number; done: number }>();
   readonly #startedAt = performance.now();
   #bytesBefore = 0;
@@ -98,9 +110,11 @@ export class TransferBoard {
   #lastDraw = 0;
 
   private constructor(
-    readonly bars: MultiBar,
+    bars: MultiBar,
     private readonly totalBar: SingleBar,
-  ) {}
+  ) {
+    super(bars);
+  }
 
   static async start(): Promise<TransferBoard> {
     const cliProgress = (await import('cli-progress')).default;
@@ -110,14 +124,14 @@ export class TransferBoard {
     );
     const totalBar = bars.create(1, 0, { label: 'total', done: '', size: '', rate: '' }, { format: '{label} {summary}' });
     const board = new TransferBoard(bars, totalBar);
-    board.#drawTotal();
+    board.redraw();
     return board;
   }
 
   add(id: number, label: string, total: number): void {
     const bar = this.bars.create(Math.max(total, 1), 0, { label: label.slice(0, 24).padEnd(24), done: formatBytes(0), size: formatBytes(total) });
     this.#rows.set(id, { bar, total, done: 0 });
-    this.#drawTotal();
+    this.redraw();
   }
 
   update(id: number, done: number): void {
@@ -127,8 +141,7 @@ export class TransferBoard {
     const now = performance.now();
     if (now - this.#lastDraw < REDRAW_EVERY_MS) return;
     this.#lastDraw = now;
-    for (const each of this.#rows.values()) each.bar.update(each.total === 0 ? 1 : each.done, { done: formatBytes(each.done) });
-    this.#drawTotal();
+    this.redraw();
   }
 
   /** Removes a transfer's line; `stored` counts it in the total. */
@@ -139,19 +152,11 @@ export class TransferBoard {
     this.bars.remove(row.bar);
     this.#bytesBefore += row.done;
     if (stored) this.#filesStored += 1;
-    this.#drawTotal();
+    this.redraw();
   }
 
-  stop(): void {
-    if (!this.onStop) return;
-    this.#drawTotal();
-    this.bars.update();
-    this.bars.stop();
-    this.onStop();
-    this.onStop = undefined;
-  }
-
-  #drawTotal(): void {
+  protected redraw(): void {
+    for (const row of this.#rows.values()) row.bar.update(row.total === 0 ? 1 : row.done, { done: formatBytes(row.done) });
     let bytes = this.#bytesBefore;
     for (const row of this.#rows.values()) bytes += row.done;
     const seconds = (performance.now() - this.#startedAt) / 1000;
@@ -163,17 +168,18 @@ export class TransferBoard {
 /** Redrawing on every chunk would cost more than the transfer; a few times a second is enough. */
 const REDRAW_EVERY_MS = 100;
 
-export class Progress {
-  onStop: (() => void) | undefined;
+export class Progress extends BarDisplay {
   #lastDraw = 0;
   #done = 0;
   readonly #startedAt = performance.now();
 
   private constructor(
-    readonly bars: MultiBar,
+    bars: MultiBar,
     private readonly bar: SingleBar,
     private readonly total: number,
-  ) {}
+  ) {
+    super(bars);
+  }
 
   static async start(total: number, label: string): Promise<Progress> {
     const cliProgress = (await import('cli-progress')).default;
@@ -199,20 +205,10 @@ export class Progress {
     const now = performance.now();
     if (now - this.#lastDraw < REDRAW_EVERY_MS && done < this.total) return;
     this.#lastDraw = now;
-    this.#draw();
+    this.redraw();
   }
 
-  /** Draws the final state and releases the terminal. Safe to call twice. */
-  stop(): void {
-    if (!this.onStop) return;
-    this.#draw();
-    this.bars.update();
-    this.bars.stop();
-    this.onStop();
-    this.onStop = undefined;
-  }
-
-  #draw(): void {
+  protected redraw(): void {
     const seconds = (performance.now() - this.#startedAt) / 1000;
     const rate = seconds > 0 ? `${formatBytes(this.#done / seconds)}/s` : '-';
     this.bar.update(this.total === 0 ? 1 : this.#done, { done: formatBytes(this.#done), size: formatBytes(this.total), rate });

@@ -11,6 +11,7 @@ import yargs, { type Argv } from 'yargs';
 import { createOutput, type LogFormat, type LogLevel, type Output, type TransferBoard } from './cli-output.js';
 import { FtxError, InterruptedError, isFtxError, localIoError, LocalIoError, RefusedError, UsageError } from './errors.js';
 import { EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_SIGTERM } from './exit-codes.js';
+import { enableGarbageNudges } from './gc-nudge.js';
 import { connect, DEFAULT_PORT, formatHostPort, lanAddresses, listen, parseHostPort, parsePort, type HostPort } from './net.js';
 import { DEFAULT_MAX_CONNS } from './serve-defaults.js';
 import { HASH_ALGORITHMS, type HashAlgorithm } from './messages.js';
@@ -172,6 +173,7 @@ export async function main(argv: string[]): Promise<number> {
   if (shown.help || shown.version || typeof command !== 'string' || !COMMANDS.includes(command)) return EXIT_OK;
 
   const args = parsed as unknown as CommonArgs;
+  enableGarbageNudges();
   const output = await createOutput({
     level: args['log-level'] ?? (args.quiet ? 'warn' : 'info'),
     format: args['log-format'] === 'auto' ? (process.stderr.isTTY ? 'text' : 'json') : args['log-format'],

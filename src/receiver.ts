@@ -35,6 +35,7 @@ import {
   sendRefuse,
 } from './handshake.js';
 import { silentLog, type Log } from './log.js';
+import { createGarbageNudger } from './gc-nudge.js';
 import { createHasher } from './hashing.js';
 import { ctime, PROTOCOL_VERSION, type HashAlgorithm, type Header, type Ping, type Protocol } from './messages.js';
 import { problemWithName } from './names.js';
@@ -288,8 +289,10 @@ async function writeData(
 ): Promise<{ digest: string; received: number }> {
   const hash = await createHasher(algorithm);
   let received = 0;
+  const nudge = createGarbageNudger();
   const hashAndCount = (chunk: Buffer) => {
     hash.update(chunk);
+    nudge(chunk.length);
     received += chunk.length;
     onProgress?.(received);
   };

@@ -24,39 +24,45 @@ export function definePeers({ root, nc, python, timeBinary }) {
   const nodePipe = join(root, 'bench', 'node-pipe.mjs');
   const measured = (command, args, options = {}) => startMeasured(command, args, { timeBinary, cwd: root, ...options });
 
-  return [
-    {
-      id: 'ftx',
-      label: 'ftx (sha256 verified)',
-      // ftx stages into a temporary file beside the target and renames it: /dev/null
-      // cannot be a target, so there is no sink mode to measure.
-      modes: ['file'],
-      async startReceiver(out) {
-        const proc = measured(process.execPath, [ftxBin, 'recv', out, ...FTX_RECV_FLAGS]);
-        const match = await waitForLine(proc, /"event":"listening".*?"port":(\d+)/, READY_TIMEOUT_MS, 'ftx recv');
-        return { proc, port: Number(match[1]) };
-      },
-      startSender(src, port) {
-        return measured(process.execPath, [ftxBin, 'send', src, `127.0.0.1:${port}`, '--json', '--quiet']);
-      },
-      check(source, sender, receiver) {
-        const failure = exitCodesOnly(source, sender, receiver);
-        if (failure) return failure;
-        const sent = lastJson(sender.stdout);
-        const received = lastJson(receiver.stdout);
-        if (!sent?.ok) return `ftx send summary not ok: ${sender.stdout.trim().slice(-300) || sender.stderr.trim().slice(-300)}`;
-        if (!received?.ok) return `ftx recv summary not ok: ${receiver.stdout.trim().slice(-300) || receiver.stderr.trim().slice(-300)}`;
-        if (sent.sha256 !== source.sha256 || received.sha256 !== source.sha256) return 'ftx reported a sha256 other than the source file\'s';
-        if (received.bytes !== source.size) return `ftx recv reported ${received.bytes} bytes, expected ${source.size}`;
-        return undefined;
-      },
-      /** ftx's own view: transfer time from accept to receipt, without process start-up. */
-      selfReport(sender, receiver) {
-        const received = lastJson(receiver.stdout);
-        const sent = lastJson(sender.stdout);
-        return { recvSeconds: received?.seconds ?? null, recvMbps: received?.mbps ?? null, sendSeconds: sent?.seconds ?? null, sendMbps: sent?.mbps ?? null };
-      },
+  /** ftx with one digest algorithm: sha256 (the default) or xxh128 (--hash xxh128). */
+  const ftxPeer = (id, label, hash) => ({
+    id,
+    label,
+    // ftx stages into a temporary file beside the target and renames it: /dev/null
+    // cannot be a target, so there is no sink mode to measure.
+    modes: ['file'],
+    async startReceiver(out) {
+      const proc = measured(process.execPath, [ftxBin, 'recv', out, ...FTX_RECV_FLAGS]);
+      const match = await waitForLine(proc, /"event":"listening".*?"port":(\d+)/, READY_TIMEOUT_MS, 'ftx recv');
+      return { proc, port: Number(match[1]) };
     },
+    startSender(src, port) {
+      return measured(process.execPath, [ftxBin, 'send', src, `127.0.0.1:${port}`, '--json', '--quiet', '--hash', hash]);
+    },
+    check(source, sender, receiver) {
+      const failure = exitCodesOnly(source, sender, receiver);
+      if (failure) return failure;
+      const sent = lastJson(sender.stdout);
+      const received = lastJson(receiver.stdout);
+      if (!sent?.ok) return `ftx send summary not ok: ${sender.stdout.trim().slice(-300) || sender.stderr.trim().slice(-300)}`;
+      if (!received?.ok) return `ftx recv summary not ok: ${receiver.stdout.trim().slice(-300) || receiver.stderr.trim().slice(-300)}`;
+      if (sent.hash !== hash || received.hash !== hash) return `ftx used ${sent.hash}/${received.hash}, not ${hash}`;
+      if (hash === 'sha256' && (sent.sha256 !== source.sha256 || received.sha256 !== source.sha256)) return "ftx reported a sha256 other than the source file's";
+      if (sent.digest !== received.digest) return 'sender and receiver reported different digests';
+      if (received.bytes !== source.size) return `ftx recv reported ${received.bytes} bytes, expected ${source.size}`;
+      return undefined;
+    },
+    /** ftx's own view: transfer time from accept to receipt, without process start-up. */
+    selfReport(sender, receiver) {
+      const received = lastJson(receiver.stdout);
+      const sent = lastJson(sender.stdout);
+      return { recvSeconds: received?.seconds ?? null, recvMbps: received?.mbps ?? null, sendSeconds: sent?.seconds ?? null, sendMbps: sent?.mbps ?? null };
+    },
+  });
+
+  return [
+    ftxPeer('ftx', 'ftx (sha256 verified)', 'sha256'),
+    ftxPeer('ftx-xxh128', 'ftx --hash xxh128', 'xxh128'),
     {
       id: 'nc',
       label: 'nc (openbsd, plain TCP)',
