@@ -115,6 +115,12 @@ export class UnverifiedError extends FtxError {
   readonly code = 'FTX_ERR_UNVERIFIED';
 }
 
+/** Why an AbortSignal fired, as the InterruptedError the CLI aborts with (or a generic one). */
+export function interruptionOf(signal: AbortSignal | undefined): InterruptedError {
+  const reason: unknown = signal?.reason;
+  return reason instanceof InterruptedError ? reason : new InterruptedError('interrupted');
+}
+
 export function isFtxError(error: unknown): error is FtxError {
   return error instanceof FtxError;
 }

@@ -10,7 +10,7 @@
  * collection every 8 MiB, at no measurable cost in throughput; one costs ~0.1 ms).
  *
  * Collections are only possible once the process that owns the heap (the CLI) enables
- * them; library code calls the nudger either way, and it does nothing when disabled.
+ * them; library code reports received bytes either way, and nothing happens when disabled.
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -28,13 +28,15 @@ export function enableGarbageNudges(): void {
   collect = runInNewContext('gc') as Collect;
 }
 
-/** Returns a counter to call with each chunk's size; it nudges every NUDGE_EVERY_BYTES. */
-export function createGarbageNudger(): (bytes: number) => void {
-  let sinceLast = 0;
-  return (bytes) => {
-    sinceLast += bytes;
-    if (sinceLast < NUDGE_EVERY_BYTES) return;
-    sinceLast = 0;
-    collect?.({ type: 'minor' });
-  };
+/**
+ * Counts bytes received by every transfer in the process (serve mode runs many at
+ * once: garbage is a process-wide matter) and nudges every NUDGE_EVERY_BYTES.
+ */
+let receivedSinceLast = 0;
+
+export function nudgeGarbageCollector(bytesReceived: number): void {
+  receivedSinceLast += bytesReceived;
+  if (receivedSinceLast < NUDGE_EVERY_BYTES) return;
+  receivedSinceLast = 0;
+  collect?.({ type: 'minor' });
 }

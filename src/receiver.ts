@@ -17,7 +17,7 @@ import {
   ConnectionLostError,
   FtxError,
   IntegrityError,
-  InterruptedError,
+  interruptionOf,
   localIoError,
   RefusedError,
   type RefusalReason,
@@ -35,7 +35,7 @@ import {
   sendRefuse,
 } from './handshake.js';
 import { silentLog, type Log } from './log.js';
-import { createGarbageNudger } from './gc-nudge.js';
+import { nudgeGarbageCollector } from './gc-nudge.js';
 import { createHasher } from './hashing.js';
 import { ctime, PROTOCOL_VERSION, type HashAlgorithm, type Header, type Ping, type Protocol } from './messages.js';
 import { problemWithName } from './names.js';
@@ -43,9 +43,6 @@ import { remoteOf } from './net.js';
 import { CLASSIC_ACK, readClassicSize } from './classic.js';
 import { StagedFile, type ConflictPolicy } from './staged-file.js';
 import { formatBytes } from './units.js';
-
-/** Defaults for a one-shot receiver. */
-export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 
 /** After an error, how long to keep reading (and dropping) the peer's bytes so it can read ours. */
 const LINGER_MS = 2_000;
@@ -59,6 +56,8 @@ export interface ReceiveOptions {
   idleTimeoutMs: number;
   /** Refuse files larger than this many bytes. */
   maxSize?: number;
+  /** How much a transfer buffers on its way to disk (see DEFAULT_WRITE_BUFFER_BYTES). */
+  writeBufferBytes?: number;
   log?: Log;
   /** Called once a file is accepted, before its bytes arrive. */
   onStart?: (transfer: { name: string; path: string; size: number; peer: string; protocol: Protocol }) => void;
@@ -127,7 +126,7 @@ export async function handleConnection(
   const log = options.log ?? silentLog;
   let speaksClassic = false;
   channel.farewell = (error) => (speaksClassic ? classicErrorLine(error.message) : errorFrame(error));
-  const onAbort = () => channel.hangUp(abortReason(options.signal));
+  const onAbort = () => channel.hangUp(interruptionOf(options.signal));
   if (options.signal?.aborted) onAbort();
   else options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
@@ -177,10 +176,7 @@ export async function handleConnection(
   }
 }
 
-function abortReason(signal: AbortSignal | undefined): InterruptedError {
-  const reason: unknown = signal?.reason;
-  return reason instanceof InterruptedError ? reason : new InterruptedError('interrupted');
-}
+
 
 async function answerPing(channel: Channel, ping: Ping): Promise<void> {
   const now = new Date();
@@ -209,7 +205,7 @@ async function receiveFile(
     log.debug({ peer, name: header.name, size: header.size, path, temp: staged.tempPath }, 'accepted');
     options.onStart?.({ name: header.name, path, size: header.size, peer, protocol: 'ftx' });
 
-    const { digest, received } = await writeData(channel, header.size, header.hash, staged, options.onProgress);
+    const { digest, received } = await writeData(channel, header.size, header.hash, staged, options);
     const trailer = await readTrailer(channel, header.size);
     if (trailer.hash !== header.hash || trailer.digest !== digest) {
       throw new IntegrityError(
@@ -255,7 +251,7 @@ async function receiveClassicFile(channel: Channel, options: ReceiveOptions, pol
     await channel.write(Buffer.from(CLASSIC_ACK, 'latin1'));
     log.info({ peer, size, path }, `${peer} speaks the classic tutorial protocol: no name, no digest, no receipt`);
     options.onStart?.({ name: basename(path), path, size, peer, protocol: 'classic' });
-    const { digest, received } = await writeData(channel, size, 'sha256', staged, options.onProgress);
+    const { digest, received } = await writeData(channel, size, 'sha256', staged, options);
     const stored = await staged.commit(options.onConflict);
     const extra = await drainAndCount(channel);
     if (extra > 0) {
@@ -285,18 +281,17 @@ async function writeData(
   size: number,
   algorithm: HashAlgorithm,
   staged: StagedFile,
-  onProgress: ((bytesReceived: number) => void) | undefined,
+  { onProgress, writeBufferBytes }: Pick<ReceiveOptions, 'onProgress' | 'writeBufferBytes'>,
 ): Promise<{ digest: string; received: number }> {
   const hash = await createHasher(algorithm);
   let received = 0;
-  const nudge = createGarbageNudger();
   const hashAndCount = (chunk: Buffer) => {
     hash.update(chunk);
-    nudge(chunk.length);
+    nudgeGarbageCollector(chunk.length);
     received += chunk.length;
     onProgress?.(received);
   };
-  await pipeline(channel.readData(size, hashAndCount), staged.createWriteStream()).catch((error: unknown) => {
+  await pipeline(channel.readData(size, hashAndCount), staged.createWriteStream(writeBufferBytes)).catch((error: unknown) => {
     throw describeWriteError(error, channel, staged);
   });
   return { digest: hash.digest(), received };
@@ -487,7 +482,7 @@ export function receiveOne(server: Server, options: ReceiveOptions): Promise<Rec
     };
 
     const onAbort = () => {
-      const interrupted = abortReason(options.signal);
+      const interrupted = interruptionOf(options.signal);
       server.removeListener('connection', onConnection);
       // Each connection's handler hears the same signal: it tells its peer and hangs up.
       // Let transfers in flight remove their partial files before reporting.

@@ -2,11 +2,11 @@
  * The sending side: open the file first (so a wrong path fails before any network
  * work), then greet, announce, stream, and wait for the receiver's receipt.
  *
- * Data path: file -> SHA-256 -> socket through a fixed ring of 1 MiB buffers
+ * Data path: file -> digest -> socket through a fixed ring of 1 MiB buffers
  * (file-pump.ts: the file is read only as fast as the socket drains, and memory stays
- * flat whatever the file size). While data flows the
- * channel keeps reading, so an Error frame from the receiver (its disk is full)
- * stops the transfer at once and is what the user sees.
+ * flat whatever the file size). While data flows the channel keeps reading, so an
+ * Error frame from the receiver (its disk is full) stops the transfer at once and is
+ * what the user sees.
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Socket } from 'node:net';
@@ -15,7 +15,17 @@ import type { Duplex } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Channel } from './channel.js';
 import { awaitClassicClose, classicAnnounce, readClassicGreeting } from './classic.js';
-import { ConnectionLostError, FtxError, IntegrityError, InterruptedError, LocalIoError, localIoError, ProtocolError, UnverifiedError } from './errors.js';
+import {
+  ConnectionLostError,
+  FtxError,
+  IntegrityError,
+  InterruptedError,
+  interruptionOf,
+  LocalIoError,
+  localIoError,
+  ProtocolError,
+  UnverifiedError,
+} from './errors.js';
 import { pumpFile } from './file-pump.js';
 import { FrameType } from './framing.js';
 import { errorFrame, readDecision, readGreeting, readReceipt, sendHeader, sendTrailer } from './handshake.js';
@@ -24,8 +34,6 @@ import { createHasher } from './hashing.js';
 import type { HashAlgorithm, Protocol, Receipt } from './messages.js';
 import { remoteOf } from './net.js';
 import { problemWithName } from './names.js';
-
-export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 
 /** After the data pipe fails, how long to wait for the receiver's explanation. */
 const EXPLANATION_WAIT_MS = 1_000;
@@ -97,10 +105,8 @@ export async function sendFile(stream: Duplex, source: SourceFile, options: Send
   const peer = 'remoteAddress' in stream ? remoteOf(stream as Socket) : 'stream';
   const channel = new Channel(stream, { idleTimeoutMs: options.idleTimeoutMs, peerRole: 'the receiver' });
   channel.farewell = errorFrame;
-  const onAbort = () => {
-    const reason: unknown = options.signal?.reason;
-    channel.destroy(reason instanceof InterruptedError ? reason : new InterruptedError('interrupted'));
-  };
+  // Destroy, not hangUp: mid-data, an Error frame would be taken for file bytes.
+  const onAbort = () => channel.destroy(interruptionOf(options.signal));
   if (options.signal?.aborted) onAbort();
   options.signal?.addEventListener('abort', onAbort, { once: true });
   const startedAt = performance.now();

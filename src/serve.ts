@@ -25,6 +25,12 @@ import { formatBytes } from './units.js';
 
 export { DEFAULT_MAX_CONNS } from './serve-defaults.js';
 
+/**
+ * Per-transfer write buffer in serve mode: smaller than a one-shot receiver's, since it
+ * is multiplied by the transfers in flight (see DEFAULT_WRITE_BUFFER_BYTES).
+ */
+const SERVE_WRITE_BUFFER_BYTES = 256 * 1024;
+
 /** Sockets beyond this many are dropped at once, so a flood cannot exhaust memory. */
 const SOCKET_SLACK = 64;
 
@@ -118,6 +124,7 @@ export class ServeReceiver {
     log.debug({ id, peer }, 'connection');
 
     const options: ReceiveOptions = {
+      writeBufferBytes: SERVE_WRITE_BUFFER_BYTES,
       ...this.#options,
       target: this.#options.folder,
       signal: live.abort.signal,

@@ -22,8 +22,13 @@ import { localIoError, RefusedError } from './errors.js';
 export const TEMP_PREFIX = '.';
 export const TEMP_SUFFIX = '.ftx-part';
 
-/** Large writes keep the socket flowing: each write(2) costs a round trip to the thread pool. */
-const WRITE_HIGH_WATER_MARK = 1024 * 1024;
+/**
+ * Bytes a writer buffers before pushing back on the socket. 1 MiB: a single transfer
+ * ran ~20% faster than with 256 KiB (bench, 1 GiB on tmpfs, 2.4 s vs 3.0 s). Serve mode
+ * asks for less, since it multiplies by the transfers in flight (32 senders: peak RSS
+ * 169 MB with 1 MiB, 111 MB with 256 KiB, same aggregate throughput).
+ */
+export const DEFAULT_WRITE_BUFFER_BYTES = 1024 * 1024;
 
 /** Keeps temporary names under NAME_MAX (255 bytes) whatever the final name's length. */
 const MAX_TEMP_STEM_BYTES = 200;
@@ -100,8 +105,8 @@ export class StagedFile {
   }
 
   /** A stream that writes into the temporary file; it does not close the file. */
-  createWriteStream(): Writable {
-    return new FileHandleWriter(this.#requireOpen());
+  createWriteStream(bufferBytes = DEFAULT_WRITE_BUFFER_BYTES): Writable {
+    return new FileHandleWriter(this.#requireOpen(), bufferBytes);
   }
 
   /**
@@ -179,8 +184,8 @@ export class StagedFile {
 class FileHandleWriter extends Writable {
   readonly #handle: FileHandle;
 
-  constructor(handle: FileHandle) {
-    super({ highWaterMark: WRITE_HIGH_WATER_MARK });
+  constructor(handle: FileHandle, bufferBytes: number) {
+    super({ highWaterMark: bufferBytes });
     this.#handle = handle;
   }
 
