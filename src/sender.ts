@@ -24,6 +24,7 @@ import {
   LocalIoError,
   localIoError,
   ProtocolError,
+  TimeoutError,
   UnverifiedError,
 } from './errors.js';
 import { pumpFile } from './file-pump.js';
@@ -111,8 +112,16 @@ export async function sendFile(stream: Duplex, source: SourceFile, options: Send
   options.signal?.addEventListener('abort', onAbort, { once: true });
   const startedAt = performance.now();
   try {
-    const first = await channel.peekByte();
-    if (first === null) throw new ConnectionLostError('the receiver closed the connection without a greeting; is it an ftx receiver?');
+    const first = await channel.peekByte().catch((error: unknown) => {
+      if (error instanceof TimeoutError) {
+        throw new TimeoutError(
+          `${peer} accepted the connection but sent no greeting within ${options.idleTimeoutMs / 1000} s: is \`ftx recv\` listening there, or another service on that port?`,
+          { cause: error },
+        );
+      }
+      throw error;
+    });
+    if (first === null) throw new ConnectionLostError(`${peer} closed the connection without a greeting: is \`ftx recv\` listening there, or another service on that port?`);
     const sent = first === FrameType.Greeting
       ? await sendOverFtx(channel, source, options, peer)
       : await sendOverClassic(channel, source, options, peer);

@@ -252,7 +252,7 @@ describe('errors users hit: one line, documented exit code, nothing left behind'
     await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
     const run = runCli(['send', FIXTURE_JPEG, `127.0.0.1:${(silent.address() as { port: number }).port}`, '--timeout', '1', '--json']);
     expect(await run.exit).toBe(7);
-    expect(summaryOf(run)).toMatchObject({ ok: false, exitCode: 7, error: { code: 'FTX_ERR_TIMEOUT' } });
+    expect(summaryOf(run)).toMatchObject({ ok: false, exitCode: 7, error: { code: 'FTX_ERR_TIMEOUT', message: expect.stringMatching(/sent no greeting within 1 s: is `ftx recv` listening there/) } });
     silent.close();
   });
 });
