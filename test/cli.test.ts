@@ -270,14 +270,17 @@ describe('disk full on the receiver', () => {
         await recv.waitForLog((record) => record.event === 'receiving');
         await writeFile(join(mountPoint, 'filler'), Buffer.alloc(900 * 1024)).catch(() => {});
       })();
-      const send = runCli(['send', source, `127.0.0.1:${recv.port}`, '--json']);
-      // Slow the sender's start so the filler wins the race: it waits for "receiving".
+      // Through a slow proxy (200 KiB/s) the data takes seconds, so the filler, which
+      // starts the moment the receiver accepts, always lands mid-file.
+      const slow = await slowProxy(recv.port, 200 * 1024);
+      const send = runCli(['send', source, `127.0.0.1:${slow.port}`, '--json']);
       await filler;
       expect(await recv.exit).toBe(8);
       expect(errorLine(recv.stderr())).toMatch(/the disk is full/);
       expect(await send.exit).toBe(10);
       expect(summaryOf(send)).toMatchObject({ ok: false, error: { code: 'FTX_ERR_REMOTE_IO', message: expect.stringMatching(/disk is full/) } });
       expect((await listFolder(mountPoint)).filter((name) => name !== 'filler')).toEqual([]);
+      slow.server.close();
     } finally {
       execFileSync('umount', ['-l', mountPoint]);
     }
