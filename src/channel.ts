@@ -64,11 +64,6 @@ export class Channel {
     }
   }
 
-  /** Bytes already received and buffered but not yet read. */
-  get bufferedBytes(): number {
-    return this.#decoder.bufferedBytes;
-  }
-
   /**
    * The next control frame, or null when the peer closed cleanly between frames.
    * EOF in the middle of a frame is a ConnectionLostError.

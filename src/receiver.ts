@@ -253,7 +253,7 @@ async function receiveClassicFile(channel: Channel, options: ReceiveOptions, pol
     options.onStart?.({ name: basename(path), path, size, peer, protocol: 'classic' });
     const { digest, received } = await writeData(channel, size, 'sha256', staged, options);
     const stored = await staged.commit(options.onConflict);
-    const extra = await drainAndCount(channel);
+    const extra = await lingerThenClose(channel);
     if (extra > 0) {
       log.warn({ peer, extra }, `the classic sender sent ${extra} bytes more than the ${size} it announced; kept the first ${size}`);
     }
@@ -384,35 +384,23 @@ function describeWriteError(error: unknown, channel: Channel, staged: StagedFile
 /**
  * Ends our side, then reads and drops whatever the peer still sends until it closes
  * (or LINGER_MS passes): closing with unread bytes would send a reset, and the peer
- * could lose our last frame (the receipt or the error) with it.
+ * could lose our last frame (the receipt or the error) with it. Returns how many bytes
+ * were dropped (a classic sender's surplus).
  */
-async function lingerThenClose(channel: Channel): Promise<void> {
-  if (channel.stream.destroyed) return;
+async function lingerThenClose(channel: Channel): Promise<number> {
+  if (channel.stream.destroyed) return 0;
   channel.end();
+  let dropped = 0;
   const timer = setTimeout(() => channel.destroy(), LINGER_MS);
   try {
-    while ((await channel.readRaw()) !== null);
+    for (let chunk = await channel.readRaw(); chunk; chunk = await channel.readRaw()) dropped += chunk.length;
   } catch {
     // Closed under us: nothing left to wait for.
   } finally {
     clearTimeout(timer);
     channel.destroy();
   }
-}
-
-/** Reads until the peer closes (or LINGER_MS passes) and returns how many bytes came. */
-async function drainAndCount(channel: Channel): Promise<number> {
-  let bytes = 0;
-  const timer = setTimeout(() => channel.destroy(), LINGER_MS);
-  try {
-    for (let chunk = await channel.readRaw(); chunk; chunk = await channel.readRaw()) bytes += chunk.length;
-  } catch {
-    // Reset or timed out: we already have every byte we wanted.
-  } finally {
-    clearTimeout(timer);
-    channel.destroy();
-  }
-  return bytes;
+  return dropped;
 }
 
 function isSocket(stream: Duplex): stream is Socket {
