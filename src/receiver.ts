@@ -200,7 +200,7 @@ async function receiveFile(
   const path = request.path;
   let staged: StagedFile | undefined;
   try {
-    staged = await StagedFile.create(path);
+    staged = await StagedFile.create(path, header.mode);
     await sendAccept(channel);
     log.debug({ peer, name: header.name, size: header.size, path, temp: staged.tempPath }, 'accepted');
     options.onStart?.({ name: header.name, path, size: header.size, peer, protocol: 'ftx' });
@@ -214,7 +214,9 @@ async function receiveFile(
     }
 
     const file = staged;
-    const stored = await withKeepAlives(channel, options.idleTimeoutMs, () => file.commit(options.onConflict));
+    const stored = await withKeepAlives(channel, options.idleTimeoutMs, () =>
+      file.commit(options.onConflict, header.mtime === undefined ? {} : { mtimeMs: header.mtime }),
+    );
     // The file is complete, verified and durable: that is the receiver's verdict, whether or
     // not the receipt gets through (if it does not, the sender reports a lost connection).
     await sendReceipt(channel, { bytes: received, hash: header.hash, digest, name: basename(stored) }).catch((error: unknown) => {

@@ -92,12 +92,17 @@ export class StagedFile {
     this.#handle = handle;
   }
 
-  static async create(finalPath: string): Promise<StagedFile> {
+  /**
+   * `mode` is the sender's permission bits: the file is created with them as `cp` and
+   * `scp` do, so the umask applies and a private file (0600) stays private. Only the
+   * rwx bits are used: setuid, setgid and sticky from a remote peer are dropped.
+   */
+  static async create(finalPath: string, mode = 0o666): Promise<StagedFile> {
     const tempPath = temporaryNameFor(finalPath);
     let handle: FileHandle;
     try {
       // O_EXCL: never reuse or follow anything already at the temporary name.
-      handle = await open(tempPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o666);
+      handle = await open(tempPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode & 0o777);
     } catch (error) {
       throw localIoError(error, 'create a file in', dirname(finalPath));
     }
@@ -114,12 +119,15 @@ export class StagedFile {
    * - 'refuse': the target name, or RefusedError('exists') if a file appeared there;
    * - 'rename': the target name, or the first free "stem-N.ext" beside it;
    * - 'overwrite': the target name, replacing what is there.
+   * `mtimeMs`, when given, becomes the file's modification time.
    * On failure the temporary file is removed.
    */
-  async commit(onConflict: ConflictPolicy): Promise<string> {
+  async commit(onConflict: ConflictPolicy, options: { mtimeMs?: number } = {}): Promise<string> {
     const handle = this.#requireOpen();
     let finalPath: string;
     try {
+      // The sender's modification time, so a backup keeps the date of what it copies.
+      if (options.mtimeMs !== undefined) await handle.utimes(Date.now() / 1000, options.mtimeMs / 1000);
       await handle.sync();
       await handle.close();
       this.#handle = undefined;

@@ -345,3 +345,28 @@ it('rejects a frame of an unknown type from the receiver', async () => {
   await expect(sendTo((bogus.address() as { port: number }).port, source)).rejects.toThrow(ProtocolError);
   bogus.close();
 });
+
+describe('file metadata', () => {
+  it("keeps the sender's permission bits (under the receiver's umask, without setuid) and modification time", async () => {
+    const { chmod, utimes } = await import('node:fs/promises');
+    const folder = await tempFolder();
+    const inbox = await tempFolder();
+    const cases = [
+      { name: 'private.dump', mode: 0o600 },
+      { name: 'script.sh', mode: 0o755 },
+      { name: 'setuid.bin', mode: 0o4755 },
+    ];
+    const lastYear = new Date('2025-11-30T02:30:00.123Z');
+    for (const { name, mode } of cases) {
+      const source = await randomFile(folder, name, 100);
+      await chmod(source, mode);
+      await utimes(source, lastYear, lastYear);
+      const receiver = await startReceiver({ target: inbox });
+      await sendTo(receiver.port, source);
+      await receiver.result;
+      const stored = await stat(join(inbox, name));
+      expect(stored.mode & 0o7777, name).toBe(mode & 0o777 & ~process.umask());
+      expect(Math.abs(stored.mtimeMs - lastYear.getTime()), name).toBeLessThan(1);
+    }
+  });
+});
