@@ -1,59 +1,19 @@
 /**
- * The command line: parses arguments, wires the library to the terminal, and owns
- * everything the process shows (stderr lines, the bar, the --json line on stdout)
- * and its exit code. Nothing below this file prints or exits.
+ * The command line: parses arguments, sets up the output, runs the command
+ * (cli-run.ts), and owns everything the process shows (stderr lines, the bar, the
+ * --json line on stdout) and its exit code. Nothing below the CLI prints or exits.
  */
-import { constants } from 'node:fs';
-import { access, lstat, stat } from 'node:fs/promises';
-import type { Server } from 'node:net';
-import { basename, dirname, resolve as resolvePath } from 'node:path';
 import yargs, { type Argv } from 'yargs';
-import { createOutput, type LogFormat, type LogLevel, type Output, type TransferBoard } from './cli-output.js';
-import { FtxError, InterruptedError, isFtxError, localIoError, LocalIoError, RefusedError, UsageError } from './errors.js';
+import { createOutput, type Output } from './cli-output.js';
+import type { CommonArgs, Interruption, PingArgs, RecvArgs, SendArgs } from './cli-run.js';
+import { FtxError, InterruptedError, isFtxError, UsageError } from './errors.js';
 import { EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_SIGTERM } from './exit-codes.js';
 import { enableGarbageNudges } from './gc-nudge.js';
-import { connect, DEFAULT_PORT, formatHostPort, lanAddresses, listen, parseHostPort, parsePort, type HostPort } from './net.js';
+import { DEFAULT_PORT, parseHostPort, parsePort } from './net.js';
 import { DEFAULT_MAX_CONNS } from './serve-defaults.js';
 import { HASH_ALGORITHMS, type HashAlgorithm } from './messages.js';
-import { findLeftovers, type ConflictPolicy } from './staged-file.js';
-import { formatBytes, parseByteSize } from './units.js';
+import { parseByteSize } from './units.js';
 import { VERSION } from './version.js';
-
-interface CommonArgs {
-  timeout: number;
-  quiet: boolean;
-  json: boolean;
-  'log-level': LogLevel | undefined;
-  'log-format': LogFormat | 'auto';
-}
-
-interface RecvArgs extends CommonArgs {
-  target: string;
-  port: number;
-  bind: string | undefined;
-  force: boolean;
-  'max-size': number | undefined;
-  serve: boolean;
-  'max-conns': number;
-  'on-conflict': ConflictPolicy | undefined;
-  grace: number;
-}
-
-interface SendArgs extends CommonArgs {
-  file: string;
-  destination: HostPort;
-  name: string | undefined;
-  'verified-only': boolean;
-  hash: HashAlgorithm;
-}
-
-interface PingArgs extends CommonArgs {
-  destination: HostPort;
-  message: string;
-}
-
-/** What a finished command reports: written as one JSON line on stdout with --json. */
-type Summary = Record<string, unknown>;
 
 function commonOptions<T>(args: Argv<T>) {
   return args
@@ -181,6 +141,7 @@ export async function main(argv: string[]): Promise<number> {
   });
   const interruption = watchSignals();
   try {
+    const { runPing, runRecv, runSend, runServe } = await import('./cli-run.js');
     const recvArgs = parsed as unknown as RecvArgs;
     const summary =
       command === 'recv'
@@ -205,250 +166,10 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function runRecv(args: RecvArgs, output: Output, signal: AbortSignal): Promise<Summary> {
-  const { receiveOne } = await import('./receiver.js');
-  const port = args.port;
-  const maxSize = args['max-size'];
-  const target = resolvePath(args.target);
-  await checkTarget(target, conflictPolicy(args) !== 'refuse');
-
-  const server: Server = await listen(port, args.bind);
-  let progress: Awaited<ReturnType<Output['startProgress']>>;
-  try {
-    // Take connections first, then announce: a sender may connect the moment the port is open.
-    const receiving = receiveOne(server, {
-      target,
-      onConflict: conflictPolicy(args),
-      idleTimeoutMs: args.timeout * 1000,
-      ...(maxSize === undefined ? {} : { maxSize }),
-      signal,
-      log: output.log,
-      onStart: ({ name, path, size, peer }) => {
-        output.log.info({ event: 'receiving', peer, name, path, size }, `receiving ${name} (${formatBytes(size)}) from ${peer}`);
-        // The bar is created asynchronously; progress before it exists is simply not drawn.
-        void output.startProgress(size, 'recv').then((bar) => {
-          progress = bar;
-        });
-      },
-      onProgress: (bytes) => progress?.update(bytes),
-    });
-    receiving.catch(() => {}); // Awaited below, after the announcement.
-    await announceListening(args, output, (server.address() as { port: number }).port, target);
-    const result = await receiving;
-    progress?.stop();
-    const rate = result.bytes / 1e6 / Math.max(result.seconds, 1e-6);
-    output.log.info(
-      { event: 'received', ...result },
-      `saved ${result.path} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${rate.toFixed(1)} MB/s), ${result.hash} ${result.digest}`,
-    );
-    return {
-      protocol: result.protocol,
-      path: result.path,
-      bytes: result.bytes,
-      ...digestFields(result),
-      seconds: round(result.seconds),
-      mbps: round(rate),
-      peer: result.peer,
-    };
-  } finally {
-    progress?.stop();
-    server.close();
-  }
-}
-
-/** Summary fields for a digest: always hash + digest, and `sha256` when it is one (for scripts). */
-function digestFields(result: { hash: HashAlgorithm; digest: string }): Summary {
-  return { hash: result.hash, digest: result.digest, ...(result.hash === 'sha256' ? { sha256: result.digest } : {}) };
-}
-
-function conflictPolicy(args: RecvArgs): ConflictPolicy {
-  return args['on-conflict'] ?? (args.force ? 'overwrite' : 'refuse');
-}
-
-/** Serve mode: runs until Ctrl-C/SIGTERM, then drains (see ServeReceiver.shutdown). */
-async function runServe(args: RecvArgs, output: Output, interruption: Interruption): Promise<Summary> {
-  const { ServeReceiver } = await import('./serve.js');
-  const folder = resolvePath(args.target);
-  const folderStats = await stat(folder).catch((error: unknown) => {
-    throw localIoError(error, 'serve into', folder);
-  });
-  if (!folderStats.isDirectory()) throw new UsageError(`--serve needs a folder to store files in; ${folder} is not one`);
-  await access(folder, constants.W_OK).catch((error: unknown) => {
-    throw localIoError(error, 'write into', folder);
-  });
-  const server = await listen(args.port, args.bind);
-  // The receiver takes connections from the moment it exists; the board and the
-  // announcement come after (a transfer that starts before the board just has no line).
-  let board: TransferBoard | undefined;
-  const stats = { stored: 0, failed: 0, pings: 0, bytes: 0 };
-  const receiver = new ServeReceiver(server, {
-    folder,
-    maxConns: args['max-conns'],
-    onConflict: conflictPolicy(args),
-    idleTimeoutMs: args.timeout * 1000,
-    ...(args['max-size'] === undefined ? {} : { maxSize: args['max-size'] }),
-    log: output.log,
-    onTransferStart: ({ id, peer, name, size, protocol }) => {
-      output.log.info({ event: 'transfer-start', id, peer, name, size, protocol }, `#${id} receiving ${name} (${formatBytes(size)}) from ${peer}`);
-      board?.add(id, `#${id} ${name}`, size);
-    },
-    onTransferProgress: (id, bytes) => board?.update(id, bytes),
-    onConnectionEnd: (id, peer, outcome) => {
-      if (outcome.kind === 'file') {
-        const { result } = outcome;
-        stats.stored += 1;
-        stats.bytes += result.bytes;
-        board?.remove(id, true);
-        output.log.info(
-          { event: 'transfer-done', id, peer, name: basename(result.path), path: result.path, bytes: result.bytes, ...digestFields(result), seconds: round(result.seconds), protocol: result.protocol },
-          `#${id} stored ${result.path} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s) from ${peer}`,
-        );
-      } else if (outcome.kind === 'error') {
-        stats.failed += 1;
-        board?.remove(id, false);
-        output.log.warn({ event: 'transfer-failed', id, peer, code: outcome.error.code, reason: (outcome.error as RefusedError).reason }, `#${id} from ${peer}: ${outcome.error.message}`);
-      } else if (outcome.kind === 'ping') {
-        stats.pings += 1;
-        output.log.info({ event: 'ping', id, peer }, `#${id} answered a ping from ${peer}`);
-      } else {
-        output.log.debug({ event: 'silent', id, peer }, `#${id} ${peer} closed without a word`);
-      }
-    },
-  });
-
-  board = await output.startBoard();
-  await announceListening(args, output, (server.address() as { port: number }).port, folder);
-
-  // Ctrl-C or SIGTERM: stop accepting and let transfers finish; a second one cuts them now.
-  await new Promise<void>((resolve) => interruption.signal.addEventListener('abort', () => resolve(), { once: true }));
-  const graceMs = args.grace * 1000;
-  if (receiver.activeTransfers > 0) {
-    output.log.info({ event: 'draining', active: receiver.activeTransfers }, `stopping: letting ${receiver.activeTransfers} transfers finish (up to ${args.grace} s; press Ctrl-C again to cut them now)`);
-  }
-  const cutNow = new Promise<number>((resolve) => {
-    interruption.onRepeat = () => resolve(receiver.shutdown(0));
-  });
-  const cut = await Promise.race([receiver.shutdown(graceMs), cutNow]);
-  board?.stop();
-  const summary = { folder, stored: stats.stored, failed: stats.failed, pings: stats.pings, bytes: stats.bytes, cut };
-  output.log.info({ event: 'stopped', ...summary }, `stopped: ${stats.stored} files stored, ${stats.failed} failed, ${cut} cut short`);
-  if (cut > 0) throw new InterruptedError(`${cut} transfers in flight were cut short; their partial files were removed`, interruption.signalName());
-  return summary;
-}
-
-async function runSend(args: SendArgs, output: Output, signal: AbortSignal): Promise<Summary> {
-  const { openSource, sendFile } = await import('./sender.js');
-  const destination = args.destination;
-  const source = await openSource(args.file, args.name);
-  let progress: Awaited<ReturnType<Output['startProgress']>>;
-  try {
-    const socket = await connect(destination, { timeoutMs: args.timeout * 1000, signal });
-    output.log.debug({ destination: formatHostPort(destination) }, 'connected');
-    const result = await sendFile(socket, source, {
-      idleTimeoutMs: args.timeout * 1000,
-      hash: args.hash,
-      verifiedOnly: args['verified-only'],
-      signal,
-      log: output.log,
-      onStart: ({ size }) => {
-        void output.startProgress(size, 'send').then((bar) => {
-          progress = bar;
-        });
-      },
-      onProgress: (bytes) => progress?.update(bytes),
-    });
-    progress?.stop();
-    const rate = result.bytes / 1e6 / Math.max(result.seconds, 1e-6);
-    const confirmation = result.verified
-      ? `the receiver confirmed ${result.hash} ${result.digest}`
-      : `not verified: the classic receiver confirms nothing (${result.hash} of what was sent: ${result.digest})`;
-    output.log.info(
-      { event: 'sent', ...result },
-      `sent ${source.path} to ${formatHostPort(destination)} as ${result.name} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${rate.toFixed(1)} MB/s); ${confirmation}`,
-    );
-    return {
-      protocol: result.protocol,
-      path: source.path,
-      name: result.name,
-      bytes: result.bytes,
-      ...digestFields(result),
-      seconds: round(result.seconds),
-      mbps: round(rate),
-      peer: formatHostPort(destination),
-      verified: result.verified,
-    };
-  } finally {
-    progress?.stop();
-    await source.handle.close();
-  }
-}
-
-async function runPing(args: PingArgs, output: Output, signal: AbortSignal): Promise<Summary> {
-  const { ping } = await import('./ping.js');
-  const peer = formatHostPort(args.destination);
-  const socket = await connect(args.destination, { timeoutMs: args.timeout * 1000, signal });
-  const result = await ping(socket, args.message, { idleTimeoutMs: args.timeout * 1000 });
-  if (result.protocol === 'classic') {
-    output.log.warn({ peer }, `${peer} is a classic tutorial receiver: it is up, but cannot answer pings (this check may have used up its one transfer)`);
-  }
-  // The reply is the command's result, so it goes to stdout (unless --json says otherwise).
-  if (!args.json) {
-    const detail = result.protocol === 'ftx' ? `rtt ${result.roundTripMs.toFixed(1)} ms, ftx protocol ${result.version}${result.software ? `, ${result.software}` : ''}` : 'classic protocol';
-    process.stdout.write(`${result.reply}  (${peer}: ${detail})\n`);
-  }
-  return { peer, protocol: result.protocol, reply: result.reply, version: result.version, rttMs: round(result.roundTripMs), time: result.time ?? null };
-}
-
-/** Logs where the receiver listens, with the command to type on the sending machine. */
-async function announceListening(args: RecvArgs, output: Output, port: number, target: string): Promise<void> {
-  const addresses = args.bind ? [args.bind] : lanAddresses();
-  const commands = (addresses.length > 0 ? addresses : ['THIS-HOST']).slice(0, 3).map((host) => `ftx send FILE ${formatHostPort({ host, port })}`);
-  output.log.info(
-    { event: 'listening', port, bind: args.bind ?? null, addresses, target, serve: args.serve },
-    `${args.serve ? 'serving' : 'listening'} on port ${port}${args.bind ? ` of ${args.bind}` : ''}; on the sending machine run: ${commands.join('   or   ')}`,
-  );
-  const folder = (await stat(target).catch(() => undefined))?.isDirectory() ? target : dirname(target);
-  for (const leftover of await findLeftovers(folder)) {
-    output.log.warn(
-      { event: 'leftover', path: leftover.path, bytes: leftover.bytes, modified: leftover.modified.toISOString() },
-      `${leftover.path} (${formatBytes(leftover.bytes)}, ${leftover.modified.toISOString()}) is a partial file from a transfer that was cut short (a killed receiver?); delete it once no other ftx writes to this folder`,
-    );
-  }
-}
-
-/** Fails early, before listening, when the target cannot possibly work. */
-async function checkTarget(target: string, force: boolean): Promise<void> {
-  const existing = await stat(target).catch(() => undefined);
-  if (existing?.isDirectory()) {
-    await access(target, constants.W_OK).catch((error: unknown) => {
-      throw localIoError(error, 'write into', target);
-    });
-    return;
-  }
-  const folder = dirname(target);
-  const parent = await stat(folder).catch((error: unknown) => {
-    throw localIoError(error, 'save into', folder);
-  });
-  if (!parent.isDirectory()) throw new LocalIoError(`cannot save into ${folder}: it is not a folder`);
-  await access(folder, constants.W_OK).catch((error: unknown) => {
-    throw localIoError(error, 'write into', folder);
-  });
-  const link = await lstat(target).catch(() => undefined);
-  if (link && !force) throw new RefusedError('exists', `${target} already exists; remove it, choose another name, or add --force to replace it`);
-}
-
 function parseMaxSize(text: string): number {
   const bytes = parseByteSize(text);
   if (bytes === undefined) throw new UsageError(`--max-size "${text}" is not a size; write e.g. 500M or 10G`);
   return bytes;
-}
-
-interface Interruption {
-  signal: AbortSignal;
-  signalName(): NodeJS.Signals | undefined;
-  /** Called on the second signal instead of exiting at once; the third always exits. */
-  onRepeat: (() => void) | undefined;
-  dispose(): void;
 }
 
 /**
@@ -502,8 +223,4 @@ function reportFailure(output: Output, error: unknown, exitCode: number): void {
 
 function writeStderr(text: string): void {
   process.stderr.write(text);
-}
-
-function round(value: number): number {
-  return Math.round(value * 1000) / 1000;
 }
