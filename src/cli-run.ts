@@ -59,7 +59,7 @@ export interface Interruption {
 }
 
 export async function runRecv(args: RecvArgs, output: Output, signal: AbortSignal): Promise<Summary> {
-  const { receiveOne } = await import('./receiver.js');
+  const { receiveOne } = await import('./receive-one.js');
   const port = args.port;
   const maxSize = args['max-size'];
   const target = resolvePath(args.target);

@@ -1,7 +1,8 @@
 /** In-process sender and receiver over real loopback sockets. */
 import type { Server } from 'node:net';
 import { connect, listen } from '../../src/net.js';
-import { receiveOne, type ReceiveOptions, type ReceiveResult } from '../../src/receiver.js';
+import { receiveOne } from '../../src/receive-one.js';
+import type { ReceiveOptions, ReceiveResult } from '../../src/receiver.js';
 import { openSource, sendFile, type SendOptions, type SendResult } from '../../src/sender.js';
 
 export interface RunningReceiver {
