@@ -138,6 +138,16 @@ function encodeAll(frames: readonly Frame[]): Buffer {
 }
 
 /** Why `actual` differs from `expected`, or undefined if they are the same frames. */
+/** Shifts frames into `decoded` until it holds `count` of them or the decoder needs more bytes. */
+function shiftUpTo(decoder: FrameDecoder, count: number, decoded: Frame[]): Frame[] {
+  while (decoded.length < count) {
+    const frame = decoder.shift();
+    if (!frame) break;
+    decoded.push(frame);
+  }
+  return decoded;
+}
+
 function frameMismatch(actual: readonly Frame[], expected: readonly Frame[]): string | undefined {
   for (let index = 0; index < Math.max(actual.length, expected.length); index++) {
     const got = actual[index];
@@ -350,11 +360,7 @@ describe('FrameDecoder properties', () => {
           for (const chunk of chunks) {
             decoder.append(chunk);
             // Only as many frames as were sent: what follows is data, however frame-like.
-            while (decoded.length < frames.length) {
-              const frame = decoder.shift();
-              if (!frame) break;
-              decoded.push(frame);
-            }
+            shiftUpTo(decoder, frames.length, decoded);
           }
           const mismatch = frameMismatch(decoded, frames);
           if (mismatch) throw new Error(`${mismatch}; ${context()}`);
@@ -386,12 +392,7 @@ describe('FrameDecoder properties', () => {
           const decoder = new FrameDecoder();
           for (const chunk of tail) decoder.append(chunk);
           for (const chunk of [...head].reverse()) decoder.prepend(chunk);
-          const decoded: Frame[] = [];
-          while (decoded.length < frames.length) {
-            const frame = decoder.shift();
-            if (!frame) break;
-            decoded.push(frame);
-          }
+          const decoded = shiftUpTo(decoder, frames.length, []);
           const mismatch = frameMismatch(decoded, frames);
           if (mismatch) throw new Error(`${mismatch}; ${context()}`);
           expect(hexOf(Buffer.concat(decoder.takeRemainder())), context()).toBe(hexOf(raw));
