@@ -126,9 +126,7 @@ export async function runServe(args: RecvArgs, output: Output, interruption: Int
     throw localIoError(error, 'serve into', folder);
   });
   if (!folderStats.isDirectory()) throw new UsageError(`--serve needs a folder to store files in; ${folder} is not one`);
-  await access(folder, constants.W_OK).catch((error: unknown) => {
-    throw localIoError(error, 'write into', folder);
-  });
+  await requireWritable(folder);
   const server = await listen(args.port, args.bind);
   // The receiver takes connections from the moment it exists; the board and the
   // announcement come after (a transfer that starts before the board just has no line).
@@ -270,24 +268,23 @@ async function announceListening(args: RecvArgs, output: Output, port: number, t
 }
 
 /** Fails early, before listening, when the target cannot possibly work. */
-async function checkTarget(target: string, force: boolean): Promise<void> {
+async function checkTarget(target: string, mayReplace: boolean): Promise<void> {
   const existing = await stat(target).catch(() => undefined);
-  if (existing?.isDirectory()) {
-    await access(target, constants.W_OK).catch((error: unknown) => {
-      throw localIoError(error, 'write into', target);
-    });
-    return;
-  }
+  if (existing?.isDirectory()) return requireWritable(target);
   const folder = dirname(target);
   const parent = await stat(folder).catch((error: unknown) => {
     throw localIoError(error, 'save into', folder);
   });
   if (!parent.isDirectory()) throw new LocalIoError(`cannot save into ${folder}: it is not a folder`);
+  await requireWritable(folder);
+  const link = await lstat(target).catch(() => undefined);
+  if (link && !mayReplace) throw new RefusedError('exists', `${target} already exists; remove it, choose another name, or add --force to replace it`);
+}
+
+async function requireWritable(folder: string): Promise<void> {
   await access(folder, constants.W_OK).catch((error: unknown) => {
     throw localIoError(error, 'write into', folder);
   });
-  const link = await lstat(target).catch(() => undefined);
-  if (link && !force) throw new RefusedError('exists', `${target} already exists; remove it, choose another name, or add --force to replace it`);
 }
 
 function round(value: number): number {
