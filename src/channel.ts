@@ -10,14 +10,26 @@
  */
 import type { Duplex } from 'node:stream';
 import { Socket } from 'node:net';
-import { ConnectionLostError, FtxError, TimeoutError } from './errors.js';
+import { ConnectionLostError, FtxError, InternalError, TimeoutError } from './errors.js';
 import { FrameDecoder, type Frame } from './framing.js';
+import { formatBytes } from './units.js';
 
 export interface ChannelOptions {
   /** Destroy the connection after this long without any traffic; 0 disables. */
   idleTimeoutMs?: number;
   /** Who is at the other end, for messages ("the receiver", "the sender"). */
   peerRole?: string;
+}
+
+/**
+ * A floor under the data rate while readData() waits on the peer: over every stretch of
+ * `windowMs` spent waiting for its bytes, the peer must deliver at least
+ * `bytesPerSecond`. Time the reader spends elsewhere (its own disk pushing back) does not
+ * count, so only a slow peer is cut, never a slow receiver.
+ */
+export interface RateFloor {
+  bytesPerSecond: number;
+  windowMs: number;
 }
 
 /** Codes node:net uses when the other end vanished rather than closed politely. */
@@ -121,6 +133,11 @@ export class Channel {
     return first ?? null;
   }
 
+  /** Largest control frame accepted from the peer from now on (see FrameDecoder). */
+  set maxFramePayload(bytes: number) {
+    this.#decoder.maxPayload = bytes;
+  }
+
   /** Puts bytes back in front of whatever is buffered. */
   unread(chunk: Buffer): void {
     this.#decoder.prepend(chunk);
@@ -128,16 +145,21 @@ export class Channel {
 
   /**
    * Yields exactly `byteCount` raw bytes, then stops; bytes beyond them stay buffered
-   * for the next readFrame(). Throws ConnectionLostError if the peer closes early.
+   * for the next readFrame(). Throws ConnectionLostError if the peer closes early, and
+   * TimeoutError if it falls below `floor`.
    * `onChunk` sees each chunk before it is yielded (hashing without another stage).
    */
-  async *readData(byteCount: number, onChunk?: (chunk: Buffer) => void): AsyncGenerator<Buffer, void, undefined> {
+  async *readData(byteCount: number, onChunk?: (chunk: Buffer) => void, floor?: RateFloor): AsyncGenerator<Buffer, void, undefined> {
     let remaining = byteCount;
+    let waitedMs = 0;
+    let bytesInWindow = 0;
     while (remaining > 0) {
+      const waitStarted = floor ? performance.now() : 0;
       let chunk = await this.readRaw();
       if (!chunk) {
+        const received = byteCount - remaining;
         throw new ConnectionLostError(
-          `${this.peerRole} closed the connection after ${byteCount - remaining} of ${byteCount} bytes`,
+          `${this.peerRole} closed the connection after ${formatBytes(received)} of ${formatBytes(byteCount)} (${Math.floor((100 * received) / byteCount)}%)`,
         );
       }
       if (chunk.length > remaining) {
@@ -145,6 +167,19 @@ export class Channel {
         chunk = chunk.subarray(0, remaining);
       }
       remaining -= chunk.length;
+      if (floor) {
+        waitedMs += performance.now() - waitStarted;
+        bytesInWindow += chunk.length;
+        if (waitedMs >= floor.windowMs) {
+          if (bytesInWindow < (floor.bytesPerSecond * waitedMs) / 1000) {
+            throw new TimeoutError(
+              `${this.peerRole} sent only ${formatBytes(bytesInWindow)} in ${Math.round(waitedMs / 1000)} s, below the minimum rate of ${formatBytes(floor.bytesPerSecond)}/s; the link is too slow or the peer stalled`,
+            );
+          }
+          waitedMs = 0;
+          bytesInWindow = 0;
+        }
+      }
       onChunk?.(chunk);
       yield chunk;
     }
@@ -175,6 +210,18 @@ export class Channel {
   destroy(error?: Error): void {
     this.setIdleTimeout(0);
     this.stream.destroy(error);
+  }
+
+  /**
+   * Any error caught around a conversation, as an FtxError: ours as they are, the
+   * stream's (they carry a code: ECONNRESET, ERR_STREAM_...) as a lost connection, and
+   * anything else as what it is, a bug (exit 1), never disguised as a network fault.
+   */
+  explain(error: unknown): FtxError {
+    if (error instanceof FtxError) return error;
+    if (typeof (error as NodeJS.ErrnoException | undefined)?.code === 'string') return this.describeStreamError(error);
+    const detail = error instanceof Error ? error.message : String(error);
+    return new InternalError(`unexpected failure while talking to ${this.peerRole}: ${detail}`, { cause: error });
   }
 
   /** Turns whatever the stream failed with into an FtxError that names the peer. */

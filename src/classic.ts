@@ -62,20 +62,30 @@ export async function readClassicSize(channel: Channel, quietMs = CLASSIC_SIZE_Q
 }
 
 /**
- * Sender side: the classic server's greeting is whatever text its first send carried.
- * Binary bytes there mean the peer speaks neither ftx nor the classic protocol.
+ * Sender side: a classic server greets with exactly CLASSIC_GREETING (possibly split
+ * across segments). Anything else (an SSH banner, an SMTP greeting) is some other
+ * service on that port: "not an ftx receiver", never "up", so a health check on a wrong
+ * port fails.
  */
 export async function readClassicGreeting(channel: Channel): Promise<string> {
-  const chunk = await channel.readRaw();
-  if (!chunk) throw new ConnectionLostError(`${channel.peerRole} closed the connection before greeting`);
-  // Text: anything but C0 controls (tab, CR and LF excepted) and DEL.
-  // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/.test(chunk.toString('latin1'))) {
-    throw new ProtocolError(
-      `${channel.peerRole} speaks neither ftx nor the classic protocol (its first bytes: ${chunk.subarray(0, 16).toString('hex')}); check the port`,
-    );
+  let received = '';
+  while (received.length < CLASSIC_GREETING.length) {
+    const chunk = await channel.readRaw();
+    if (!chunk) {
+      if (received.length === 0) throw new ConnectionLostError(`${channel.peerRole} closed the connection before greeting`);
+      throw notAReceiver(channel, received);
+    }
+    received += chunk.toString('latin1');
+    if (!CLASSIC_GREETING.startsWith(received.slice(0, CLASSIC_GREETING.length))) throw notAReceiver(channel, received);
   }
-  return chunk.toString('utf8');
+  // The tutorial's server sends the 17 bytes and then waits: only trailing white space may follow.
+  if (received.slice(CLASSIC_GREETING.length).trim() !== '') throw notAReceiver(channel, received);
+  return CLASSIC_GREETING;
+}
+
+function notAReceiver(channel: Channel, greeting: string): ProtocolError {
+  const shown = JSON.stringify(greeting.slice(0, 60).trim());
+  return new ProtocolError(`${channel.peerRole} is not an ftx receiver (it greeted ${shown}); check the host and port`);
 }
 
 /** Sender side: sends the size and waits for "ko". */

@@ -18,7 +18,8 @@ export type FtxErrorCode =
   | 'FTX_ERR_LOCAL_IO'
   | 'FTX_ERR_REMOTE_IO'
   | 'FTX_ERR_INTERRUPTED'
-  | 'FTX_ERR_UNVERIFIED';
+  | 'FTX_ERR_UNVERIFIED'
+  | 'FTX_ERR_INTERNAL';
 
 export abstract class FtxError extends Error {
   abstract readonly code: FtxErrorCode;
@@ -113,6 +114,11 @@ export class InterruptedError extends FtxError {
 /** Delivery could not be confirmed (a classic peer sends no receipt) and the user required it. */
 export class UnverifiedError extends FtxError {
   readonly code = 'FTX_ERR_UNVERIFIED';
+}
+
+/** Something ftx did not expect: a bug. The CLI exits 1 and asks for a report. */
+export class InternalError extends FtxError {
+  readonly code = 'FTX_ERR_INTERNAL';
 }
 
 /** Why an AbortSignal fired, as the InterruptedError the CLI aborts with (or a generic one). */

@@ -10,7 +10,9 @@
  * concatenated; `consume(n)` returns a view of the first chunk when it holds n bytes
  * and allocates only when n spans chunks. A declared length is checked against the
  * maximum the moment its 5 header bytes are in, before any payload is buffered, so a
- * hostile length prefix costs nothing.
+ * hostile length prefix costs nothing. A frame that does not arrive whole is copied
+ * into one buffer of its declared length as its bytes come in (see PartialFrame):
+ * memory follows what a peer declared, never how finely it segmented its bytes.
  */
 import { ProtocolError } from './errors.js';
 
@@ -79,20 +81,48 @@ export interface FrameDecoderOptions {
   maxPayload?: number;
 }
 
+/**
+ * Frame being assembled: its header is in, its payload is not complete yet. The payload
+ * is copied into one buffer of the declared length as bytes arrive, so what a peer costs
+ * is bounded by what it declared, whatever the segmentation: a frame dribbled one byte
+ * per TCP segment would otherwise pin one Buffer object (hundreds of bytes of RSS) per
+ * byte sent.
+ */
+interface PartialFrame {
+  type: FrameTypeCode;
+  length: number;
+  /** Allocated once the first payload byte is in and the frame is not complete at once. */
+  payload: Buffer | undefined;
+  filled: number;
+}
+
 export class FrameDecoder {
-  readonly #maxPayload: number;
+  #maxPayload: number;
+  /** Bytes not yet part of a frame: a few header bytes, or data glued to a frame. */
   #chunks: Buffer[] = [];
-  #bufferedBytes = 0;
-  /** Header of the frame being assembled, once its 5 bytes have arrived. */
-  #pending: { type: FrameTypeCode; length: number } | undefined;
+  #chunkBytes = 0;
+  #partial: PartialFrame | undefined;
 
   constructor(options: FrameDecoderOptions = {}) {
     this.#maxPayload = options.maxPayload ?? MAX_FRAME_PAYLOAD;
   }
 
+  /**
+   * Largest payload accepted from now on. A receiver lowers it for what a sender may
+   * send (a header fits in a few KiB), so a hostile length prefix cannot make it
+   * reserve the protocol-wide maximum.
+   */
+  set maxPayload(bytes: number) {
+    this.#maxPayload = bytes;
+  }
+
+  get maxPayload(): number {
+    return this.#maxPayload;
+  }
+
   /** Bytes received but not yet returned as part of a frame. */
   get bufferedBytes(): number {
-    return this.#bufferedBytes + (this.#pending ? FRAME_HEADER_BYTES : 0);
+    return this.#chunkBytes + (this.#partial ? FRAME_HEADER_BYTES + this.#partial.filled : 0);
   }
 
   /** Appends bytes and returns every frame now complete. Use `shift` to stop after one. */
@@ -103,11 +133,22 @@ export class FrameDecoder {
     return frames;
   }
 
-  /** Appends bytes without decoding them. */
+  /**
+   * Appends bytes without decoding them. While a frame is being assembled they go
+   * straight into its payload buffer; only bytes beyond it are kept as chunks.
+   */
   append(chunk: Buffer): void {
     if (chunk.length === 0) return;
+    const partial = this.#partial;
+    if (partial?.payload && this.#chunkBytes === 0) {
+      const take = Math.min(chunk.length, partial.length - partial.filled);
+      chunk.copy(partial.payload, partial.filled, 0, take);
+      partial.filled += take;
+      if (take === chunk.length) return;
+      chunk = chunk.subarray(take);
+    }
     this.#chunks.push(chunk);
-    this.#bufferedBytes += chunk.length;
+    this.#chunkBytes += chunk.length;
   }
 
   /**
@@ -116,13 +157,13 @@ export class FrameDecoder {
    * offending header bytes are in.
    */
   shift(): Frame | undefined {
-    if (!this.#pending) {
-      if (this.#bufferedBytes < 1) return undefined;
+    if (!this.#partial) {
+      if (this.#chunkBytes < 1) return undefined;
       const type = this.peekByte() as number;
       if (!KNOWN_TYPES.has(type)) {
         throw new ProtocolError(`unknown frame type ${frameTypeName(type)}: the peer does not speak ftx`);
       }
-      if (this.#bufferedBytes < FRAME_HEADER_BYTES) return undefined;
+      if (this.#chunkBytes < FRAME_HEADER_BYTES) return undefined;
       const header = this.#consume(FRAME_HEADER_BYTES);
       const length = header.readUInt32BE(1);
       if (length > this.#maxPayload) {
@@ -130,12 +171,27 @@ export class FrameDecoder {
           `frame ${frameTypeName(type)} declares ${length} bytes, more than the ${this.#maxPayload} allowed`,
         );
       }
-      this.#pending = { type: type as FrameTypeCode, length };
+      this.#partial = { type: type as FrameTypeCode, length, payload: undefined, filled: 0 };
     }
-    if (this.#bufferedBytes < this.#pending.length) return undefined;
-    const frame = { type: this.#pending.type, payload: this.#consume(this.#pending.length) };
-    this.#pending = undefined;
-    return frame;
+    const partial = this.#partial;
+    if (!partial.payload) {
+      // The whole payload is here already (the usual case): a view, or one copy.
+      if (this.#chunkBytes >= partial.length) {
+        this.#partial = undefined;
+        return { type: partial.type, payload: this.#consume(partial.length) };
+      }
+      if (this.#chunkBytes === 0) return undefined;
+      partial.payload = Buffer.allocUnsafe(partial.length);
+    }
+    // Move whatever is buffered into the payload, so no chunk outlives this call.
+    const take = Math.min(this.#chunkBytes, partial.length - partial.filled);
+    if (take > 0) {
+      this.#consume(take).copy(partial.payload, partial.filled);
+      partial.filled += take;
+    }
+    if (partial.filled < partial.length) return undefined;
+    this.#partial = undefined;
+    return { type: partial.type, payload: partial.payload };
   }
 
   /**
@@ -144,33 +200,33 @@ export class FrameDecoder {
    * Throws if a frame was half decoded, since its header bytes are already gone.
    */
   takeRemainder(): Buffer[] {
-    if (this.#pending) {
+    if (this.#partial) {
       throw new Error('takeRemainder() called in the middle of a frame');
     }
     const chunks = this.#chunks;
     this.#chunks = [];
-    this.#bufferedBytes = 0;
+    this.#chunkBytes = 0;
     return chunks;
   }
 
   /** The next unread byte, without consuming it. */
   peekByte(): number | undefined {
-    if (this.#pending) throw new Error('peekByte() called in the middle of a frame');
+    if (this.#partial) throw new Error('peekByte() called in the middle of a frame');
     return this.#chunks[0]?.[0];
   }
 
   /** Puts bytes back in front of everything buffered (bytes read past a boundary). */
   prepend(chunk: Buffer): void {
-    if (this.#pending) throw new Error('prepend() called in the middle of a frame');
+    if (this.#partial) throw new Error('prepend() called in the middle of a frame');
     if (chunk.length === 0) return;
     this.#chunks.unshift(chunk);
-    this.#bufferedBytes += chunk.length;
+    this.#chunkBytes += chunk.length;
   }
 
-  /** Removes and returns exactly n buffered bytes (n <= bufferedBytes). */
+  /** Removes and returns exactly n buffered chunk bytes (n <= #chunkBytes). */
   #consume(n: number): Buffer {
     if (n === 0) return Buffer.alloc(0);
-    this.#bufferedBytes -= n;
+    this.#chunkBytes -= n;
     const first = this.#chunks[0] as Buffer;
     if (n === first.length) {
       this.#chunks.shift();

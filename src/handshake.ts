@@ -34,6 +34,7 @@ import {
   decodeReceipt,
   decodeRefuse,
   decodeTrailer,
+  boundedText,
   jsonFrame,
   PROTOCOL_NAME,
   PROTOCOL_VERSION,
@@ -81,13 +82,31 @@ export async function readOpening(channel: Channel): Promise<Opening> {
   }
   if (first === null) return { kind: 'silent' };
   if (isAsciiDigit(first)) return { kind: 'classic' };
+  if (!SENDER_OPENINGS.has(first)) throw await notASender(channel);
   const frame = await channel.readFrame();
   if (!frame) throw new ConnectionLostError(`${channel.peerRole} closed the connection before its header was complete`);
   if (frame.type === FrameType.Header) return { kind: 'header', header: decodeHeader(frame) };
   if (frame.type === FrameType.Ping) return { kind: 'ping', ping: decodePing(frame) };
   // The sender gave up (it timed out waiting for our greeting, say): report its reason.
-  if (frame.type === FrameType.Error) throw errorFromPeer(channel, frame);
-  throw new ProtocolError(`expected a Header or Ping frame first, got ${frameTypeName(frame.type)}`);
+  throw errorFromPeer(channel, frame);
+}
+
+/** Frame types a sender may open with: a header, a ping, or an error (it gave up). */
+const SENDER_OPENINGS = new Set<number>([FrameType.Header, FrameType.Ping, FrameType.Error]);
+
+/**
+ * Something that is neither an ftx nor a classic sender (a browser, a port scanner
+ * with a payload): say what it sent, printably, rather than decode its bytes as a
+ * frame ("frame Greeting declares 1163141167 bytes" helps nobody).
+ */
+async function notASender(channel: Channel): Promise<ProtocolError> {
+  const bytes = (await channel.readRaw()) ?? Buffer.alloc(0);
+  const text = bytes.subarray(0, 40).toString('latin1');
+  // eslint-disable-next-line no-control-regex
+  const looksLikeText = !/[\u0000-\u0008\u000e-\u001f\u007f-\uffff]/.test(text);
+  const shown = looksLikeText ? JSON.stringify(text) : `bytes ${bytes.subarray(0, 16).toString('hex')}`;
+  const guess = /^(GET|POST|HEAD|PUT|OPTIONS|CONNECT) /.test(text) ? ' (an HTTP client?)' : '';
+  return new ProtocolError(`${channel.peerRole} does not speak ftx: it sent ${shown}${guess}`);
 }
 
 export function sendAccept(channel: Channel): Promise<void> {
@@ -95,7 +114,7 @@ export function sendAccept(channel: Channel): Promise<void> {
 }
 
 export function sendRefuse(channel: Channel, reason: RefusalReason, message: string): Promise<void> {
-  return channel.write(jsonFrame(FrameType.Refuse, { reason, message }));
+  return channel.write(jsonFrame(FrameType.Refuse, { reason, message: boundedText(message) }));
 }
 
 /**
@@ -132,8 +151,14 @@ export function sendPong(channel: Channel, pong: Pong): Promise<void> {
   return channel.write(jsonFrame(FrameType.Pong, pong));
 }
 
+/**
+ * An Error frame telling the peer why we give up. A refusal after the Accept (the name
+ * was taken meanwhile) carries its reason, so the sender reports a refusal, not a fault.
+ */
 export function errorFrame(error: FtxError): Buffer {
-  return jsonFrame(FrameType.Error, { code: error.code, message: error.message.slice(0, 1024) });
+  const body: Record<string, unknown> = { code: error.code, message: boundedText(error.message) };
+  if (error instanceof RefusedError) body.reason = error.reason;
+  return jsonFrame(FrameType.Error, body);
 }
 
 /** Tells the peer why the conversation failed. Best effort: the peer may be gone. */
@@ -161,8 +186,13 @@ export function sendPing(channel: Channel, ping: Ping): Promise<void> {
 }
 
 export async function readGreeting(channel: Channel): Promise<Greeting> {
-  const frame = await readFrameSkippingKeepAlives(channel, 'a greeting');
-  return decodeGreeting(frame);
+  try {
+    return decodeGreeting(await readFrameSkippingKeepAlives(channel, 'a greeting'));
+  } catch (error) {
+    // Its first byte looked like a greeting ('G'), the rest did not: some other service.
+    if (error instanceof ProtocolError) throw new ProtocolError(`${channel.peerRole} is not an ftx receiver: ${error.message}; check the host and port`, { cause: error });
+    throw error;
+  }
 }
 
 /** Resolves once the receiver accepted; rejects with RefusedError if it declined. */
@@ -199,9 +229,14 @@ async function readFrameSkippingKeepAlives(channel: Channel, expected: string): 
  * I/O failure (its disk is full) is a remote I/O error here, not a local one.
  */
 export function errorFromPeer(channel: Channel, frame: Frame): FtxError {
-  const { code, message } = decodeError(frame);
+  const { code, message, reason } = decodeError(frame);
   const said = `${channel.peerRole} reports: ${message}`;
   switch (code) {
+    case 'FTX_ERR_REFUSED':
+      return new RefusedError(reason ?? 'busy', `${channel.peerRole} refused the file: ${message}`);
+    case 'FTX_ERR_INTERNAL':
+      // The peer hit a bug: for us that is the peer failing, not our own bug.
+      return new RemoteIoError(`${channel.peerRole} failed unexpectedly (a bug on its side): ${message}`);
     case 'FTX_ERR_INTEGRITY':
       return new IntegrityError(said);
     case 'FTX_ERR_LOCAL_IO':

@@ -62,6 +62,8 @@ export interface Receipt {
 export interface ErrorMessage {
   code: FtxErrorCode;
   message: string;
+  /** With FTX_ERR_REFUSED: why the receiver declined after its Accept (the name was taken meanwhile). */
+  reason?: RefusalReason;
 }
 
 export interface Ping {
@@ -79,6 +81,8 @@ export interface Pong {
 const REFUSAL_REASONS: readonly RefusalReason[] = ['exists', 'no-space', 'too-large', 'bad-name', 'busy'];
 const ERROR_CODES: readonly FtxErrorCode[] = [
   'FTX_ERR_PROTOCOL',
+  'FTX_ERR_REFUSED',
+  'FTX_ERR_INTERNAL',
   'FTX_ERR_CONNECTION_LOST',
   'FTX_ERR_INTEGRITY',
   'FTX_ERR_TIMEOUT',
@@ -86,7 +90,21 @@ const ERROR_CODES: readonly FtxErrorCode[] = [
   'FTX_ERR_LOCAL_IO',
   'FTX_ERR_INTERRUPTED',
 ];
-const MAX_TEXT = 1024;
+/** Longest `message` a Refuse or Error frame may carry, in UTF-16 code units (PROTOCOL.md). */
+export const MAX_TEXT = 1024;
+
+/**
+ * Cuts a message to `max` code units, marking the cut with an ellipsis and never
+ * splitting a surrogate pair: whatever a message quotes (a peer's 255-byte name of
+ * control characters, JSON-escaped), the frame stays within what the peer accepts.
+ */
+export function boundedText(text: string, max = MAX_TEXT): string {
+  if (text.length <= max) return text;
+  let end = max - 1;
+  const last = text.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end -= 1;
+  return `${text.slice(0, end)}…`;
+}
 
 export function jsonFrame(type: FrameTypeCode, body: object): Buffer {
   return encodeFrame(type, Buffer.from(JSON.stringify(body), 'utf8'));
@@ -223,7 +241,12 @@ export function decodeError(frame: Frame): ErrorMessage {
   const code = body.code;
   // An unknown code from a newer peer is still an error; report it as a protocol one.
   const known = ERROR_CODES.includes(code as FtxErrorCode) ? (code as FtxErrorCode) : 'FTX_ERR_PROTOCOL';
-  return { code: known, message: text(frame, body, 'message') };
+  const error: ErrorMessage = { code: known, message: text(frame, body, 'message') };
+  if (known === 'FTX_ERR_REFUSED') {
+    // A refusal whose reason this version does not know is still a refusal.
+    error.reason = REFUSAL_REASONS.includes(body.reason as RefusalReason) ? (body.reason as RefusalReason) : 'busy';
+  }
+  return error;
 }
 
 export function decodePing(frame: Frame): Ping {

@@ -3,27 +3,42 @@
  * many at once (the tutorial's ThreadingTCPServer, as a backup box).
  *
  * Each connection runs handleConnection on its own; a failure is that connection's
- * alone. The shared state is what the policy guards: how many transfers run, which
- * target paths are being written (two senders of one name under --on-conflict refuse
- * must not both be told yes), and how much free space transfers in flight have
- * already spoken for.
+ * alone. The shared state is what the policy guards:
+ * - admission (admission.ts): connections per host, and a capped pool of connections
+ *   still in their handshake, from which the oldest of the busiest host is dropped when
+ *   a newcomer needs room; connections that have not sent a header never take a
+ *   transfer slot;
+ * - transfers in flight, in all and per host, so one address cannot take every slot;
+ * - target paths being written (two senders of one name under --on-conflict refuse
+ *   must not both be told yes, and rename must not pick the same free name twice);
+ * - free space: each transfer in flight reserves only what it has still to write
+ *   (statfs already counts what it wrote), so nothing is counted twice.
  */
 import type { Server, Socket } from 'node:net';
-import { FtxError, InterruptedError } from './errors.js';
+import { adjustCount, Admission, DEFAULT_MAX_PENDING, DEFAULT_PER_HOST_CONNECTIONS, type Ticket } from './admission.js';
+import { FtxError, InterruptedError, TimeoutError } from './errors.js';
 import { silentLog } from './log.js';
 import type { Protocol } from './messages.js';
 import { remoteOf } from './net.js';
 import {
   handleConnection,
+  refuseConnection,
   type ConnectionOutcome,
   type ConnectionPolicy,
   type ReceiveOptions,
   type Refusal,
   type TransferRequest,
 } from './receiver.js';
+import { removeStaleLeftovers, type Leftover } from './staged-file.js';
 import { formatBytes } from './units.js';
 
 export { DEFAULT_MAX_CONNS } from './serve-defaults.js';
+
+/** Transfers in flight at once from one host. */
+export const DEFAULT_PER_HOST_TRANSFERS = 8;
+
+/** How often serve mode looks for stale temporary files once running. */
+const STALE_SWEEP_EVERY_MS = 60 * 60 * 1000;
 
 /**
  * Per-transfer write buffer in serve mode: smaller than a one-shot receiver's, since it
@@ -31,17 +46,33 @@ export { DEFAULT_MAX_CONNS } from './serve-defaults.js';
  */
 const SERVE_WRITE_BUFFER_BYTES = 256 * 1024;
 
-/** Sockets beyond this many are dropped at once, so a flood cannot exhaust memory. */
-const SOCKET_SLACK = 64;
+/** Room for connections being refused or closing, beyond transfers and the pending pool. */
+const SOCKET_SLACK = 256;
 
-export interface ServeOptions extends Omit<ReceiveOptions, 'target' | 'onStart' | 'onProgress'> {
+export interface ServeOptions extends Omit<ReceiveOptions, 'target' | 'onStart' | 'onProgress' | 'onOpened'> {
   folder: string;
   /** Transfers in flight at once; more senders are refused as busy. */
   maxConns: number;
+  /** Connections at once from one host, handshaking or transferring (default 16). */
+  perHostConnections?: number;
+  /** Transfers in flight at once from one host (default 8). */
+  perHostTransfers?: number;
+  /** Connections still in their handshake, all hosts together (default 128). */
+  maxPending?: number;
+  /** Temporary files older than this are removed, now and every hour; 0 keeps them. */
+  partialMaxAgeMs?: number;
   onTransferStart?: (transfer: TransferInfo) => void;
   onTransferProgress?: (id: number, bytesReceived: number) => void;
-  /** Every connection ends here: a file stored, a ping, a silent probe, or an error. */
-  onConnectionEnd?: (id: number, peer: string, outcome: ConnectionOutcome | { kind: 'error'; error: FtxError }) => void;
+  /**
+   * Every connection ends here: a file stored, a ping, a silent probe, or an error
+   * (`transferring` tells whether its file had been accepted). Whatever this throws is
+   * logged, never left to crash the receiver.
+   */
+  onConnectionEnd?: (id: number, peer: string, outcome: ConnectionOutcome | { kind: 'error'; error: FtxError; transferring: boolean }) => void;
+  /** A connection turned away before its conversation (its host is over its share). */
+  onConnectionRefused?: (peer: string, message: string) => void;
+  /** Stale temporary files removed by the periodic sweep. */
+  onStaleRemoved?: (removed: Leftover[]) => void;
 }
 
 export interface TransferInfo {
@@ -65,24 +96,43 @@ interface LiveConnection {
 export class ServeReceiver {
   readonly #server: Server;
   readonly #options: ServeOptions;
+  readonly #admission: Admission;
   readonly #connections = new Map<number, LiveConnection>();
-  /** Target path -> transfers writing it (more than one only with rename/overwrite). */
+  /** Transfers in flight, each with what it still has to write. */
+  readonly #inFlight = new Set<TransferRequest>();
+  /** Target path -> transfers writing it (more than one only under overwrite). */
   readonly #pathsInFlight = new Map<string, number>();
-  #reservedBytes = 0;
-  #transfers = 0;
+  /** Host -> transfers in flight from it. */
+  readonly #transfersPerHost = new Map<string, number>();
+  readonly #sweeper: NodeJS.Timeout | undefined;
   #nextId = 1;
   #stopping = false;
 
   constructor(server: Server, options: ServeOptions) {
     this.#server = server;
     this.#options = options;
-    server.maxConnections = options.maxConns + SOCKET_SLACK;
+    this.#admission = new Admission({
+      perHostConnections: options.perHostConnections ?? DEFAULT_PER_HOST_CONNECTIONS,
+      maxPending: options.maxPending ?? DEFAULT_MAX_PENDING,
+    });
+    // A hard bound on sockets (file descriptors), above what admission lets in.
+    server.maxConnections = options.maxConns + (options.maxPending ?? DEFAULT_MAX_PENDING) + SOCKET_SLACK;
     server.on('connection', (socket) => this.#accept(socket));
+    // Accept errors (EMFILE: out of file descriptors) are the moment's, not fatal: without
+    // a listener the process would crash; with one, the server keeps listening.
+    server.on('error', (error: NodeJS.ErrnoException) => {
+      (options.log ?? silentLog).warn({ event: 'accept-error', code: error.code }, `could not accept a connection (${error.code ?? error.message}); still serving`);
+    });
+    const maxAgeMs = options.partialMaxAgeMs ?? 0;
+    if (maxAgeMs > 0) {
+      this.#sweeper = setInterval(() => void this.#sweep(maxAgeMs), STALE_SWEEP_EVERY_MS);
+      this.#sweeper.unref();
+    }
   }
 
   /** Transfers in flight now. */
   get activeTransfers(): number {
-    return this.#transfers;
+    return this.#inFlight.size;
   }
 
   /**
@@ -92,6 +142,7 @@ export class ServeReceiver {
    */
   async shutdown(graceMs: number, reason = new InterruptedError('the receiver is shutting down')): Promise<number> {
     this.#stopping = true;
+    clearInterval(this.#sweeper);
     this.#server.close();
     // Connections that carry no file yet (waiting for a header, a ping) go at once.
     for (const connection of this.#connections.values()) {
@@ -111,15 +162,30 @@ export class ServeReceiver {
     return cut.length;
   }
 
+  async #sweep(maxAgeMs: number): Promise<void> {
+    const { removed } = await removeStaleLeftovers(this.#options.folder, maxAgeMs);
+    if (removed.length > 0) this.#notify(() => this.#options.onStaleRemoved?.(removed));
+  }
+
   #accept(socket: Socket): void {
     const log = this.#options.log ?? silentLog;
     if (this.#stopping) {
       socket.destroy();
       return;
     }
-    const id = this.#nextId++;
     const peer = remoteOf(socket);
     const live: LiveConnection = { socket, abort: new AbortController(), handled: Promise.resolve(), transferring: false };
+    const ticket = this.#admission.admit(socket.remoteAddress ?? 'unknown', () =>
+      live.abort.abort(new TimeoutError('too many connections are waiting to send their header; this one was the oldest from the busiest address, and was dropped')),
+    );
+    if (!ticket) {
+      const limit = this.#options.perHostConnections ?? DEFAULT_PER_HOST_CONNECTIONS;
+      const message = `too many connections from your address (${limit} at once); try again when some have finished`;
+      refuseConnection(socket, 'busy', message);
+      this.#notify(() => this.#options.onConnectionRefused?.(peer, message));
+      return;
+    }
+    const id = this.#nextId++;
     this.#connections.set(id, live);
     log.debug({ id, peer }, 'connection');
 
@@ -128,50 +194,68 @@ export class ServeReceiver {
       ...this.#options,
       target: this.#options.folder,
       signal: live.abort.signal,
+      onOpened: () => ticket.opened(),
       onStart: (transfer) => {
         live.transferring = true;
-        this.#options.onTransferStart?.({ ...transfer, id });
+        this.#notify(() => this.#options.onTransferStart?.({ ...transfer, id }));
       },
       onProgress: (bytes) => this.#options.onTransferProgress?.(id, bytes),
     };
-    live.handled = handleConnection(socket, options, this.#policy()).then(
-      (outcome) => this.#options.onConnectionEnd?.(id, peer, outcome),
-      (error: unknown) => this.#options.onConnectionEnd?.(id, peer, { kind: 'error', error: error as FtxError }),
+    live.handled = handleConnection(socket, options, this.#policy(ticket)).then(
+      (outcome) => this.#notify(() => this.#options.onConnectionEnd?.(id, peer, outcome)),
+      (error: unknown) => this.#notify(() => this.#options.onConnectionEnd?.(id, peer, { kind: 'error', error: error as FtxError, transferring: live.transferring })),
     ).finally(() => {
+      ticket.release();
       this.#connections.delete(id);
     });
   }
 
+  /** Runs a caller's callback; what it throws is logged, not left to crash the process. */
+  #notify(callback: () => void): void {
+    try {
+      callback();
+    } catch (error) {
+      (this.#options.log ?? silentLog).error({ event: 'callback-error', cause: String(error) }, `a serve-mode callback failed: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+
   /** One policy per connection, all sharing the receiver's counters. */
-  #policy(): ConnectionPolicy {
+  #policy(ticket: Ticket): ConnectionPolicy {
+    const host = ticket.host;
     return {
       claim: (request: TransferRequest): Refusal | undefined => {
         if (this.#stopping) return { reason: 'busy', message: 'the receiver is shutting down; try again later' };
-        if (this.#transfers >= this.#options.maxConns) {
-          return { reason: 'busy', message: `the receiver is busy (${this.#transfers} transfers in progress, its limit); try again later` };
+        if (this.#inFlight.size >= this.#options.maxConns) {
+          return { reason: 'busy', message: `the receiver is busy (${this.#inFlight.size} transfers in progress, its limit); try again later` };
         }
-        if (this.#pathsInFlight.has(request.path) && this.#options.onConflict === 'refuse') {
-          return { reason: 'exists', message: `a file named ${request.path} is being received right now; send under another name (--name)` };
+        const perHost = this.#options.perHostTransfers ?? DEFAULT_PER_HOST_TRANSFERS;
+        if ((this.#transfersPerHost.get(host) ?? 0) >= perHost) {
+          return { reason: 'busy', message: `your address already has ${perHost} transfers in progress, its limit; try again when one has finished` };
         }
-        // Conservative: statfs already excludes what transfers in flight have written so far.
-        if (request.freeBytes !== undefined && request.size + this.#reservedBytes > request.freeBytes) {
-          return {
-            reason: 'no-space',
-            message: `not enough free space for ${formatBytes(request.size)} on the receiver once the transfers in flight are stored (${formatBytes(request.freeBytes - this.#reservedBytes)} left)`,
-          };
+        if (this.#pathsInFlight.has(request.path) && this.#options.onConflict !== 'overwrite') {
+          return { reason: 'exists', message: 'a file of that name is being received right now; send under another name (--name)' };
         }
-        this.#transfers += 1;
-        this.#reservedBytes += request.size;
-        this.#pathsInFlight.set(request.path, (this.#pathsInFlight.get(request.path) ?? 0) + 1);
+        if (request.freeBytes !== undefined && request.size + this.#stillToWrite() > request.freeBytes) {
+          return { reason: 'no-space', message: `not enough free space on the receiver for ${formatBytes(request.size)} besides the transfers in progress; try again later` };
+        }
+        this.#inFlight.add(request);
+        adjustCount(this.#transfersPerHost, host, +1);
+        adjustCount(this.#pathsInFlight, request.path, +1);
         return undefined;
       },
       release: (request: TransferRequest) => {
-        this.#transfers -= 1;
-        this.#reservedBytes -= request.size;
-        const writers = (this.#pathsInFlight.get(request.path) ?? 1) - 1;
-        if (writers > 0) this.#pathsInFlight.set(request.path, writers);
-        else this.#pathsInFlight.delete(request.path);
+        if (!this.#inFlight.delete(request)) return;
+        adjustCount(this.#transfersPerHost, host, -1);
+        adjustCount(this.#pathsInFlight, request.path, -1);
       },
+      isInFlight: (path) => this.#pathsInFlight.has(path),
     };
+  }
+
+  /** Bytes the transfers in flight have still to write: what free space must keep for them. */
+  #stillToWrite(): number {
+    let bytes = 0;
+    for (const request of this.#inFlight) bytes += Math.max(0, request.size - request.bytesWritten());
+    return bytes;
   }
 }

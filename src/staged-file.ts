@@ -2,21 +2,27 @@
  * A file that only appears under its final name once it is complete and durable.
  *
  * Bytes go to a hidden temporary file beside the target (same folder, so the final
- * step is a rename within one file system). commit() fsyncs the data, moves it into
- * place and fsyncs the folder so the new name itself survives a power cut. Until then
+ * step is a rename within one file system). seal() fsyncs the data, place() moves it
+ * into place and fsyncs the folder so the new name itself survives a power cut. Until then
  * the final name is untouched; discard() removes the temporary file.
  *
  * Unless asked to overwrite, the move is link() + unlink(): link fails with EEXIST if
  * the target appeared in the meantime, so an existing file is never clobbered even by
  * a race with another writer (rename() would silently replace it). Two receivers of
  * the same name never interleave bytes: each has its own temporary file.
+ *
+ * File systems without hard links (FAT, exFAT, some SMB shares: link() fails with
+ * EPERM or ENOTSUP) get the next best thing: the final name is claimed with an
+ * O_CREAT|O_EXCL placeholder, which fails if the name is taken, and the data is renamed
+ * over that placeholder, which is ours. Only a writer that deletes our placeholder in
+ * the instant between the two steps could be overwritten.
  */
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { Writable } from 'node:stream';
 import { link, lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { localIoError, RefusedError } from './errors.js';
+import { localIoError } from './errors.js';
 
 /** Prefix and suffix of temporary files, so a leftover from a crash is easy to spot. */
 export const TEMP_PREFIX = '.';
@@ -36,8 +42,8 @@ const MAX_TEMP_STEM_BYTES = 200;
 /** What to do when the final name is taken. */
 export type ConflictPolicy = 'refuse' | 'rename' | 'overwrite';
 
-/** Past this many "-N" names, give up rather than scan a folder forever. */
-const MAX_RENAME_ATTEMPTS = 1000;
+/** What link() fails with where the file system has no hard links. */
+const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
 
 /** "db.dump" -> "db-3.dump"; "backup.tar.gz" -> "backup-3.tar.gz"; ".profile" -> ".profile-3". */
 export function numberedName(path: string, n: number): string {
@@ -46,6 +52,37 @@ export function numberedName(path: string, n: number): string {
   const stem = firstDot === -1 ? name : name.slice(0, firstDot);
   const extension = firstDot === -1 ? '' : name.slice(firstDot);
   return join(dirname(path), `${stem}-${n}${extension}`);
+}
+
+/** Past this number, give up looking for a free "stem-N" name (2^40 numbered copies). */
+const MAX_NUMBER = 2 ** 40;
+
+/**
+ * The first free name among `path`, "stem-1.ext", "stem-2.ext", …, in O(log n) probes:
+ * doubling until a free number, then bisecting back to a free number right after a
+ * taken one. Numbered copies pile up in order (a nightly backup under --on-conflict
+ * rename), so the taken numbers are nearly always 1..k and this finds k+1 in about
+ * 2·log2(k) probes, where trying each number in turn took a thousand link() calls for a
+ * thousand copies. With holes it finds some free number after a taken one. `isTaken`
+ * adds the names the caller knows are spoken for (transfers in flight).
+ */
+export async function pickFreeName(path: string, isTaken: (candidate: string) => boolean): Promise<string | undefined> {
+  const candidate = (n: number) => (n === 0 ? path : numberedName(path, n));
+  const taken = async (n: number) => isTaken(candidate(n)) || (await lstat(candidate(n)).then(() => true, () => false));
+  if (!(await taken(0))) return path;
+  let low = 0;
+  let high = 1;
+  while (await taken(high)) {
+    low = high;
+    high *= 2;
+    if (high > MAX_NUMBER) return undefined;
+  }
+  while (high - low > 1) {
+    const middle = Math.floor((low + high) / 2);
+    if (await taken(middle)) low = middle;
+    else high = middle;
+  }
+  return candidate(high);
 }
 
 export function temporaryNameFor(finalPath: string): string {
@@ -64,7 +101,13 @@ export function isTemporaryName(name: string): boolean {
  * reported so a person can delete them, never deleted here: another receiver may be
  * writing into the same folder right now.
  */
-export async function findLeftovers(folder: string): Promise<Array<{ path: string; bytes: number; modified: Date }>> {
+export interface Leftover {
+  path: string;
+  bytes: number;
+  modified: Date;
+}
+
+export async function findLeftovers(folder: string): Promise<Leftover[]> {
   let names: string[];
   try {
     names = await readdir(folder);
@@ -80,11 +123,37 @@ export async function findLeftovers(folder: string): Promise<Array<{ path: strin
   return leftovers;
 }
 
+/**
+ * Removes temporary files in `folder` that nothing has written to for `maxAgeMs`: a
+ * transfer in progress touches its file every few seconds at most (slower ones are cut
+ * by the minimum rate and the idle timeout), so a file that old belongs to a transfer
+ * that died with its receiver (kill -9, a power cut). Returns what it removed and what
+ * it left (younger files, which another live receiver may own).
+ */
+export async function removeStaleLeftovers(folder: string, maxAgeMs: number, now = Date.now()): Promise<{ removed: Leftover[]; kept: Leftover[] }> {
+  const removed: Leftover[] = [];
+  const kept: Leftover[] = [];
+  for (const leftover of await findLeftovers(folder)) {
+    if (now - leftover.modified.getTime() < maxAgeMs) {
+      kept.push(leftover);
+      continue;
+    }
+    try {
+      await unlink(leftover.path);
+      removed.push(leftover);
+    } catch {
+      // Gone already, or not ours to remove (permissions): leave it.
+    }
+  }
+  return { removed, kept };
+}
+
 export class StagedFile {
   readonly finalPath: string;
   readonly tempPath: string;
   #handle: FileHandle | undefined;
-  #state: 'open' | 'committed' | 'discarded' = 'open';
+  #state: 'open' | 'sealed' | 'committed' | 'discarded' = 'open';
+  #bytesWritten = 0;
 
   private constructor(finalPath: string, tempPath: string, handle: FileHandle) {
     this.finalPath = finalPath;
@@ -109,63 +178,60 @@ export class StagedFile {
     return new StagedFile(finalPath, tempPath, handle);
   }
 
+  /** Bytes written to the temporary file so far (what a space reservation no longer needs). */
+  get bytesWritten(): number {
+    return this.#bytesWritten;
+  }
+
   /** A stream that writes into the temporary file; it does not close the file. */
   createWriteStream(bufferBytes = DEFAULT_WRITE_BUFFER_BYTES): Writable {
-    return new FileHandleWriter(this.#requireOpen(), bufferBytes);
+    return new FileHandleWriter(this.#requireOpen(), bufferBytes, (bytes) => {
+      this.#bytesWritten += bytes;
+    });
   }
 
   /**
-   * Makes the data durable and gives it a final name, which it returns:
-   * - 'refuse': the target name, or RefusedError('exists') if a file appeared there;
-   * - 'rename': the target name, or the first free "stem-N.ext" beside it;
-   * - 'overwrite': the target name, replacing what is there.
-   * `mtimeMs`, when given, becomes the file's modification time.
-   * On failure the temporary file is removed.
+   * Makes the data durable under its temporary name: sets the modification time (the
+   * sender's, so a backup keeps the date of what it copies), fsyncs, closes. Then
+   * place() gives it a final name. On failure the temporary file is removed.
    */
-  async commit(onConflict: ConflictPolicy, options: { mtimeMs?: number } = {}): Promise<string> {
+  async seal(options: { mtimeMs?: number } = {}): Promise<void> {
     const handle = this.#requireOpen();
-    let finalPath: string;
     try {
-      // The sender's modification time, so a backup keeps the date of what it copies.
       if (options.mtimeMs !== undefined) await handle.utimes(Date.now() / 1000, options.mtimeMs / 1000);
       await handle.sync();
       await handle.close();
       this.#handle = undefined;
-      finalPath = await this.#moveIntoPlace(onConflict);
-      this.#state = 'committed';
+      this.#state = 'sealed';
     } catch (error) {
       await this.discard();
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
-        throw new RefusedError('exists', `${this.finalPath} appeared while the file was being received; it was left untouched`);
-      }
       throw localIoError(error, 'store', this.finalPath);
     }
-    await syncFolder(dirname(finalPath));
-    return finalPath;
   }
 
-  async #moveIntoPlace(onConflict: ConflictPolicy): Promise<string> {
-    if (onConflict === 'overwrite') {
-      await rename(this.tempPath, this.finalPath);
-      return this.finalPath;
+  /**
+   * Gives the sealed data the name `finalPath` (in the same folder as the target) and
+   * fsyncs the folder. Without `replace`, a name that is taken fails with an error whose
+   * code is EEXIST (see isNameTaken) and the data stays staged, so the caller may try
+   * another name; any other failure removes it.
+   */
+  async place(finalPath: string, options: { replace: boolean }): Promise<void> {
+    if (this.#state !== 'sealed') throw new Error(`staged file ${this.tempPath} is ${this.#state}, not sealed`);
+    try {
+      if (options.replace) await rename(this.tempPath, finalPath);
+      else await placeWithoutClobbering(this.tempPath, finalPath);
+      this.#state = 'committed';
+    } catch (error) {
+      if (isNameTaken(error)) throw error;
+      await this.discard();
+      throw localIoError(error, 'store', finalPath);
     }
-    const attempts = onConflict === 'rename' ? MAX_RENAME_ATTEMPTS : 1;
-    for (let attempt = 0; ; attempt++) {
-      const candidate = attempt === 0 ? this.finalPath : numberedName(this.finalPath, attempt);
-      try {
-        await link(this.tempPath, candidate);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === 'EEXIST' && attempt + 1 < attempts) continue;
-        throw error;
-      }
-      await unlink(this.tempPath);
-      return candidate;
-    }
+    await syncFolder(dirname(finalPath));
   }
 
   /** Removes the temporary file. Safe to call more than once, and after commit. */
   async discard(): Promise<void> {
-    if (this.#state !== 'open') return;
+    if (this.#state === 'committed' || this.#state === 'discarded') return;
     this.#state = 'discarded';
     const handle = this.#handle;
     this.#handle = undefined;
@@ -191,23 +257,37 @@ export class StagedFile {
  */
 class FileHandleWriter extends Writable {
   readonly #handle: FileHandle;
+  readonly #onWritten: (bytes: number) => void;
 
-  constructor(handle: FileHandle, bufferBytes: number) {
+  constructor(handle: FileHandle, bufferBytes: number, onWritten: (bytes: number) => void) {
     super({ highWaterMark: bufferBytes });
     this.#handle = handle;
+    this.#onWritten = onWritten;
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    writeAll(this.#handle, [chunk]).then(() => callback(), callback);
+    this.#writeAll([chunk], callback);
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, callback: (error?: Error | null) => void): void {
-    writeAll(this.#handle, chunks.map(({ chunk }) => chunk)).then(() => callback(), callback);
+    this.#writeAll(
+      chunks.map(({ chunk }) => chunk),
+      callback,
+    );
+  }
+
+  #writeAll(buffers: Buffer[], callback: (error?: Error | null) => void): void {
+    writeAll(this.#handle, buffers).then((bytes) => {
+      this.#onWritten(bytes);
+      callback();
+    }, callback);
   }
 }
 
 /** writev until every byte is written: a write may be short (a signal, a nearly full disk). */
-async function writeAll(handle: FileHandle, buffers: Buffer[]): Promise<void> {
+async function writeAll(handle: FileHandle, buffers: Buffer[]): Promise<number> {
+  let total = 0;
+  for (const buffer of buffers) total += buffer.length;
   let pending = buffers;
   while (pending.length > 0) {
     const { bytesWritten } = await handle.writev(pending);
@@ -219,6 +299,31 @@ async function writeAll(handle: FileHandle, buffers: Buffer[]): Promise<void> {
     }
     if (skip > 0) pending = [(pending[0] as Buffer).subarray(skip), ...pending.slice(1)];
   }
+  return total;
+}
+
+/** True for the error place() throws when the final name is taken. */
+export function isNameTaken(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException | undefined)?.code === 'EEXIST';
+}
+
+/** link + unlink, or on file systems without hard links, an exclusive placeholder + rename. */
+async function placeWithoutClobbering(tempPath: string, finalPath: string): Promise<void> {
+  try {
+    await link(tempPath, finalPath);
+  } catch (error) {
+    if (!NO_HARD_LINKS.has((error as NodeJS.ErrnoException).code ?? '')) throw error;
+    const placeholder = await open(finalPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    await placeholder.close();
+    try {
+      await rename(tempPath, finalPath);
+    } catch (renameError) {
+      await unlink(finalPath).catch(() => {});
+      throw renameError;
+    }
+    return;
+  }
+  await unlink(tempPath);
 }
 
 /**
