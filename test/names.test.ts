@@ -1,9 +1,15 @@
 /**
  * Sender-chosen names that read as something other than what is stored (issue 10,
- * "Names"), the canonical form a receiver stores, dot-files and the case-fold key. The random side of the same rules is in property.test.ts.
+ * "Names"), the canonical form a receiver stores, dot-files, and the case-folding probe
+ * of the target file system. The random side of the same rules is in property.test.ts.
  */
-import { describe, expect, it } from 'vitest';
+import { lstat, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { foldsCase } from '../src/case-folding.js';
 import { canonicalName, caseFoldKey, isDotFile, problemWithName } from '../src/names.js';
+import { exfatUnavailable, mountExfat, type ExfatMount } from './helpers/exfat.js';
+import { tempFolder } from './helpers/files.js';
 
 function codePoints(name: string): string {
   return [...name].map((character) => `U+${character.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`).join(' ');
@@ -172,5 +178,71 @@ describe('caseFoldKey', () => {
   it('differs for names that differ by more than case', () => {
     expect(caseFoldKey('report.pdf')).not.toBe(caseFoldKey('report.pdf.txt'));
     expect(caseFoldKey('cafe')).not.toBe(caseFoldKey('caf\u00E9'));
+  });
+});
+
+describe('foldsCase', () => {
+  it.runIf(process.platform === 'linux')('is false on the normal temp folder (case-sensitive), and leaves no file behind', async () => {
+    const folder = await tempFolder();
+    await writeFile(join(folder, 'already-here.txt'), 'x');
+    expect(await foldsCase(folder)).toBe(false);
+    expect(await readdir(folder)).toEqual(['already-here.txt']);
+  });
+
+  it('is false for a folder that does not exist, and creates nothing', async () => {
+    const folder = await tempFolder();
+    const missing = join(folder, 'missing');
+    expect(await foldsCase(missing)).toBe(false);
+    expect(await readdir(folder)).toEqual([]);
+  });
+
+  it('is false for a path that is a file, not a folder', async () => {
+    const folder = await tempFolder();
+    await writeFile(join(folder, 'plain'), 'x');
+    expect(await foldsCase(join(folder, 'plain'))).toBe(false);
+    expect(await readdir(folder)).toEqual(['plain']);
+  });
+
+  describe.skipIf(exfatUnavailable() !== undefined)(`on exFAT (${exfatUnavailable() ?? 'mounted for this test'})`, () => {
+    let exfat: ExfatMount | undefined;
+    beforeAll(async () => {
+      exfat = await mountExfat();
+    });
+    afterAll(async () => {
+      await exfat?.unmount();
+    });
+
+    it('is true on an exFAT mount, and leaves no file behind', async () => {
+      const folder = exfat!.folder;
+      expect(await foldsCase(folder)).toBe(true);
+      expect(await readdir(folder)).toEqual([]);
+    });
+
+    it('caseFoldKey is equal for every pair of names that exFAT stores as one file', async () => {
+      const folder = exfat!.folder;
+      const names = ['i', 'I', '\u0131', '\u0130', 'k', 'K', '\u00DF', 'SS', 'ss', '\u1E9E', '\u03C3', '\u03C2', '\u03A3', '\u00E9', '\u00C9', 'e\u0301', '\u01C4', '\u01C5', '\u01C6', '\uFB01', 'FI', '\u00FF', '\u0178', '\u0101', '\u0100'];
+      const sameFile: string[] = [];
+      for (const [index, name] of names.entries()) {
+        // A fresh folder for each name: exfat-fuse lets the kernel cache a case variant
+        // it was asked for (for about a second), even after the file is removed.
+        const subfolder = join(folder, `case-${index}`);
+        await mkdir(subfolder);
+        await writeFile(join(subfolder, name), '');
+        for (const other of names) {
+          const exists = await lstat(join(subfolder, other)).then(
+            () => true,
+            () => false,
+          );
+          if (!exists) continue;
+          if (other !== name) sameFile.push(`${codePoints(name)} = ${codePoints(other)}`);
+          expect(caseFoldKey(other), `exFAT stores ${codePoints(name)} and ${codePoints(other)} as one file`).toBe(caseFoldKey(name));
+        }
+        await rm(subfolder, { recursive: true });
+      }
+      // The check above only means something if exFAT did fold some of them (not all:
+      // its upcase table keeps "\u0131" and "I" apart, where the key merges them).
+      expect(sameFile).toEqual(expect.arrayContaining(['U+0069 = U+0049', 'U+03C2 = U+03A3', 'U+00E9 = U+00C9']));
+      expect(await readdir(folder)).toEqual([]);
+    });
   });
 });
