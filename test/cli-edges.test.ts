@@ -218,40 +218,54 @@ describe('--grace and --max-conns belong to --serve', () => {
 describe('ftx recv --port 0 tells the port it took, even with --quiet', () => {
   it('--quiet, JSON logs: the listening line is there, and the --json summary has the port', async () => {
     const inbox = await tempFolder();
-    const recv = await startRecvCli(['--quiet', inbox]); // resolves on the 'listening' line
-    expect(recv.port).toBeGreaterThan(0);
-    const send = runCli(['send', FIXTURE_JPEG, `127.0.0.1:${recv.port}`, '--quiet']);
-    expect(await exitOf(send)).toBe(0);
-    expect(await exitOf(recv)).toBe(0);
-    expect(summaryOf(recv)).toMatchObject({ ok: true, port: recv.port });
-    // Quiet otherwise: nothing but the line that carries the port.
-    expect(recv.logs().map((record) => record.event)).toEqual(['listening']);
+    const recv = runCli(['recv', inbox, '--quiet', '--port', '0', '--bind', '127.0.0.1', '--json']);
+    try {
+      const listening = await recv.waitForLog((record) => record.event === 'listening');
+      const port = listening.port as number;
+      expect(port).toBeGreaterThan(0);
+      const send = runCli(['send', FIXTURE_JPEG, `127.0.0.1:${port}`, '--quiet']);
+      expect(await exitOf(send)).toBe(0);
+      expect(await exitOf(recv)).toBe(0);
+      expect(summaryOf(recv)).toMatchObject({ ok: true, port });
+      // Quiet otherwise: nothing but the line that carries the port.
+      expect(recv.logs().map((record) => record.event)).toEqual(['listening']);
+    } finally {
+      recv.child.kill('SIGKILL'); // a no-op once it has exited; a failed test leaves no receiver behind
+    }
   });
 
   it('--quiet, text logs: one line says the port', async () => {
     const inbox = await tempFolder();
     const recv = runCli(['recv', inbox, '--port', '0', '--bind', '127.0.0.1', '--quiet', '--log-format', 'text']);
-    await waitUntil(() => /listening on port \d+/.test(recv.stderr()), () => recv.stderr());
-    expect(recv.stderr()).toMatch(/^ftx: listening on port \d+ of 127\.0\.0\.1; on the sending machine run: ftx send FILE 127\.0\.0\.1:\d+\n$/);
-    recv.child.kill('SIGINT');
-    expect(await exitOf(recv)).toBe(130);
+    try {
+      await waitUntil(() => /listening on port \d+/.test(recv.stderr()), () => recv.stderr());
+      expect(recv.stderr()).toMatch(/^ftx: listening on port \d+ of 127\.0\.0\.1; on the sending machine run: ftx send FILE 127\.0\.0\.1:\d+\n$/);
+      recv.child.kill('SIGINT');
+      expect(await exitOf(recv)).toBe(130);
+    } finally {
+      recv.child.kill('SIGKILL');
+    }
   });
 
   it('an explicit port with --quiet stays quiet', async () => {
     const port = await closedPort();
     const inbox = await tempFolder();
     const recv = runCli(['recv', inbox, '--port', String(port), '--bind', '127.0.0.1', '--quiet']);
-    // The announcement is logged as soon as the port is open, so once a ping is answered
-    // it would be there.
-    let answered = false;
-    for (let attempt = 0; attempt < 100 && !answered; attempt++) {
-      answered = (await exitOf(runCli(['ping', `127.0.0.1:${port}`, '--quiet', '--timeout', '5']))) === 0;
-      if (!answered) await new Promise((resolve) => setTimeout(resolve, 100));
+    try {
+      // The announcement is logged as soon as the port is open, so once a ping is answered
+      // it would be there.
+      let answered = false;
+      for (let attempt = 0; attempt < 100 && !answered; attempt++) {
+        answered = (await exitOf(runCli(['ping', `127.0.0.1:${port}`, '--quiet', '--timeout', '5']))) === 0;
+        if (!answered) await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect(answered).toBe(true);
+      recv.child.kill('SIGINT');
+      expect(await exitOf(recv)).toBe(130);
+      expect(recv.logs().some((record) => record.event === 'listening')).toBe(false);
+    } finally {
+      recv.child.kill('SIGKILL');
     }
-    expect(answered).toBe(true);
-    recv.child.kill('SIGINT');
-    expect(await exitOf(recv)).toBe(130);
-    expect(recv.logs().some((record) => record.event === 'listening')).toBe(false);
   });
 });
 
@@ -326,14 +340,18 @@ describe('peer text cannot drive the terminal', () => {
   it('an Error frame from a sender: the receiver logs it escaped, on one line (text logs)', async () => {
     const inbox = await tempFolder();
     const recv = runCli(['recv', inbox, '--port', '0', '--bind', '127.0.0.1', '--log-format', 'text']);
-    await waitUntil(() => /listening on port \d+/.test(recv.stderr()), () => recv.stderr());
-    const port = Number(/listening on port (\d+)/.exec(recv.stderr())?.[1]);
-    const peer = await rawPeer(port);
-    await peer.write(jsonFrame(FrameType.Error, { code: 'FTX_ERR_PROTOCOL', message: FORGED }));
-    await waitUntil(() => recv.stderr().includes('ftx: stored x'), () => recv.stderr());
-    recv.child.kill('SIGINT'); // whether it exited on the error or keeps waiting
-    await exitOf(recv);
-    peer.socket.destroy();
+    try {
+      await waitUntil(() => /listening on port \d+/.test(recv.stderr()), () => recv.stderr());
+      const port = Number(/listening on port (\d+)/.exec(recv.stderr())?.[1]);
+      const peer = await rawPeer(port);
+      await peer.write(jsonFrame(FrameType.Error, { code: 'FTX_ERR_PROTOCOL', message: FORGED }));
+      await waitUntil(() => recv.stderr().includes('ftx: stored x'), () => recv.stderr());
+      recv.child.kill('SIGINT'); // whether it exited on the error or keeps waiting
+      await exitOf(recv);
+      peer.socket.destroy();
+    } finally {
+      recv.child.kill('SIGKILL');
+    }
     const stderr = recv.stderr();
     expect(stderr).not.toMatch(/[\u001b\r]/);
     expect(stderr.split('\n').filter((line) => line.startsWith('ftx: stored'))).toEqual([]);
