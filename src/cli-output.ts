@@ -4,12 +4,51 @@
  * MultiBar.log(), which prints them above the bar; otherwise straight to fd 2.
  *
  * pino and cli-progress are loaded only by commands that use them: `ftx --help`
- * should not pay for them.
+ * should not pay for them. cli-progress is loaded when the output is created, not when
+ * the first bar starts: a bar created after its transfer ended would never be stopped,
+ * and its redraw timer would keep the process alive.
+ *
+ * Text lines may carry what a peer sent (an Error frame's message, a ping reply, a file
+ * name): every one goes through escapeForTerminal, so no peer can move the cursor,
+ * erase a line or forge one of ours.
  */
 import { writeSync } from 'node:fs';
 import type { MultiBar, SingleBar } from 'cli-progress';
 import type { Logger } from 'pino';
-import { formatBytes } from './units.js';
+import { formatBytes, plural } from './units.js';
+
+type CliProgress = typeof import('cli-progress');
+
+/**
+ * Characters a terminal acts on, or that hide or reorder text: C0 controls (ESC, CR,
+ * LF, BEL...), DEL, C1 controls (U+0080-U+009F, some terminals read U+009B as CSI),
+ * and Unicode format characters: bidi embeddings, overrides and isolates
+ * (U+202A-U+202E, U+2066-U+2069, U+061C), zero-width and direction marks
+ * (U+200B-U+200F, U+2060-U+2064, U+180E), the soft hyphen, line and paragraph
+ * separators (U+2028/U+2029), the BOM (U+FEFF) and interlinear annotations (U+FFF9-U+FFFB).
+ */
+const TERMINAL_UNSAFE = /[\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff\ufff9-\ufffb]/g;
+
+const NAMED_ESCAPES: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+/**
+ * Text made safe to print on a terminal as one line: every character in TERMINAL_UNSAFE
+ * becomes a visible escape (\n, \x1b, \u202e), the rest is left as it is.
+ */
+export function escapeForTerminal(text: string): string {
+  return text.replace(TERMINAL_UNSAFE, (char) => {
+    const named = NAMED_ESCAPES[char];
+    if (named) return named;
+    const code = char.charCodeAt(0);
+    return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+  });
+}
+
+/** DECAWM: whether the terminal wraps at the right margin (cli-progress turns it off while bars are drawn). */
+const WRAP_ON = '\u001b[?7h';
+const WRAP_OFF = '\u001b[?7l';
+/** Erase from the cursor to the end of the screen. */
+const ERASE_BELOW = '\u001b[J';
 
 export type LogFormat = 'text' | 'json';
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
@@ -23,10 +62,27 @@ class StderrSink {
   /** pino calls this with one JSON line per record. */
   write(line: string): void {
     const text = this.format === 'json' ? line : formatForHumans(line);
-    // MultiBar clears only the first line it logs over; erase each line's tail so a
-    // short log line does not leave the end of a bar line behind it.
-    if (this.bars) this.bars.log(text.replace(/\n$/, '\u001b[K\n'));
-    else writeSync(2, text);
+    if (this.bars) {
+      // cli-progress turns the terminal's line wrapping off while bars are drawn (so a
+      // bar never spills onto a second row), which cuts every longer log line at the
+      // terminal's width. A log line is printed above the bars with wrapping on, so it
+      // is read in full. MultiBar prints log lines where the bars start and redraws the
+      // bars below them; erasing below first clears the bar rows the line is written
+      // over (a wrapped line covers more than one).
+      this.bars.log(`${WRAP_ON}${ERASE_BELOW}${text}${WRAP_OFF}`);
+    } else {
+      writeStderr(text);
+    }
+  }
+}
+
+/** Writes to fd 2, dropping the line if nobody can read it any more (the terminal closed: SIGHUP). */
+function writeStderr(text: string): void {
+  try {
+    writeSync(2, text);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'EIO' && code !== 'EPIPE') throw error;
   }
 }
 
@@ -39,7 +95,7 @@ function formatForHumans(line: string): string {
   try {
     record = JSON.parse(line) as Record<string, unknown>;
   } catch {
-    return line;
+    return `${escapeForTerminal(line.replace(/\n$/, ''))}\n`;
   }
   const level = typeof record.level === 'number' ? record.level : 30;
   let text = `ftx: ${LEVEL_LABELS[level] ?? ''}${String(record.msg ?? '')}`;
@@ -47,26 +103,37 @@ function formatForHumans(line: string): string {
     const fields = Object.entries(record).filter(([key]) => !PINO_FIELDS.has(key));
     if (fields.length > 0) text += ` ${JSON.stringify(Object.fromEntries(fields))}`;
   }
-  return `${text}\n`;
+  return `${escapeForTerminal(text)}\n`;
 }
 
 export interface Output {
   log: Logger;
+  /**
+   * For the few lines a user cannot do without even with --quiet (the port that
+   * --port 0 picked): logs at info level unless the level is `silent`.
+   */
+  essential: Logger;
   /** Starts a bar if stderr is a terminal and output is not quiet; returns it or undefined. */
-  startProgress(total: number, label: string): Promise<Progress | undefined>;
+  startProgress(total: number, label: string): Progress | undefined;
   /** Serve mode: one line per transfer plus a total, under the same conditions. */
-  startBoard(): Promise<TransferBoard | undefined>;
+  startBoard(): TransferBoard | undefined;
 }
 
 export async function createOutput(options: { level: LogLevel; format: LogFormat; progress: boolean }): Promise<Output> {
-  const { pino } = await import('pino');
+  const [{ pino }, cliProgress] = await Promise.all([import('pino'), options.progress ? loadCliProgress() : undefined]);
   const sink = new StderrSink(options.format);
   const log = pino({ level: options.level, base: undefined, timestamp: options.format === 'json' }, sink);
+  const essential = options.level === 'warn' || options.level === 'error' ? log.child({}, { level: 'info' }) : log;
   return {
     log,
-    startProgress: async (total, label) => (options.progress ? routeLogsAbove(sink, await Progress.start(total, label)) : undefined),
-    startBoard: async () => (options.progress ? routeLogsAbove(sink, await TransferBoard.start()) : undefined),
+    essential,
+    startProgress: (total, label) => (cliProgress ? routeLogsAbove(sink, Progress.start(cliProgress, total, label)) : undefined),
+    startBoard: () => (cliProgress ? routeLogsAbove(sink, TransferBoard.start(cliProgress)) : undefined),
   };
+}
+
+async function loadCliProgress(): Promise<CliProgress> {
+  return (await import('cli-progress')).default;
 }
 
 /** While `display` is drawn, log lines go above its bars; after stop(), to stderr again. */
@@ -116,8 +183,7 @@ export class TransferBoard extends BarDisplay {
     super(bars);
   }
 
-  static async start(): Promise<TransferBoard> {
-    const cliProgress = (await import('cli-progress')).default;
+  static start(cliProgress: CliProgress): TransferBoard {
     const bars = new cliProgress.MultiBar(
       { stream: process.stderr, format: '{label} {bar} {percentage}% | {done} / {size}', barsize: 24, hideCursor: true, clearOnComplete: false, fps: 10 },
       cliProgress.Presets.shades_classic,
@@ -129,7 +195,8 @@ export class TransferBoard extends BarDisplay {
   }
 
   add(id: number, label: string, total: number): void {
-    const bar = this.bars.create(Math.max(total, 1), 0, { label: label.slice(0, 24).padEnd(24), done: formatBytes(0), size: formatBytes(total) });
+    // The label carries the sender's file name: escaped, like every line ftx prints.
+    const bar = this.bars.create(Math.max(total, 1), 0, { label: escapeForTerminal(label).slice(0, 24).padEnd(24), done: formatBytes(0), size: formatBytes(total) });
     this.#rows.set(id, { bar, total, done: 0 });
     this.redraw();
   }
@@ -160,7 +227,7 @@ export class TransferBoard extends BarDisplay {
     let bytes = this.#bytesBefore;
     for (const row of this.#rows.values()) bytes += row.done;
     const seconds = (performance.now() - this.#startedAt) / 1000;
-    const summary = `${this.#filesStored} files stored, ${this.#rows.size} in progress, ${formatBytes(bytes)} received (${formatBytes(bytes / Math.max(seconds, 1e-3))}/s average)`;
+    const summary = `${plural(this.#filesStored, 'file')} stored, ${this.#rows.size} in progress, ${formatBytes(bytes)} received (${formatBytes(bytes / Math.max(seconds, 1e-3))}/s average)`;
     this.totalBar.update(0, { summary });
   }
 }
@@ -181,8 +248,7 @@ export class Progress extends BarDisplay {
     super(bars);
   }
 
-  static async start(total: number, label: string): Promise<Progress> {
-    const cliProgress = (await import('cli-progress')).default;
+  static start(cliProgress: CliProgress, total: number, label: string): Progress {
     const bars = new cliProgress.MultiBar(
       {
         stream: process.stderr,

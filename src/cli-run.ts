@@ -6,13 +6,13 @@
 import { constants } from 'node:fs';
 import { access, lstat, stat } from 'node:fs/promises';
 import type { Server } from 'node:net';
-import { basename, dirname, resolve as resolvePath } from 'node:path';
-import type { LogFormat, LogLevel, Output, TransferBoard } from './cli-output.js';
+import { basename, dirname, resolve as resolvePath, sep } from 'node:path';
+import { escapeForTerminal, type LogFormat, type LogLevel, type Output, type Progress, type TransferBoard } from './cli-output.js';
 import { InterruptedError, localIoError, LocalIoError, RefusedError, UsageError } from './errors.js';
 import type { HashAlgorithm } from './messages.js';
-import { connect, formatHostPort, lanAddresses, listen, type HostPort } from './net.js';
+import { addressesToAnnounce, connect, formatHostPort, listen, type HostPort } from './net.js';
 import { findLeftovers, type ConflictPolicy } from './staged-file.js';
-import { formatBytes } from './units.js';
+import { bytesPerSecond, formatBytes, formatRate, plural } from './units.js';
 
 export interface CommonArgs {
   timeout: number;
@@ -63,10 +63,11 @@ export async function runRecv(args: RecvArgs, output: Output, signal: AbortSigna
   const port = args.port;
   const maxSize = args['max-size'];
   const target = resolvePath(args.target);
-  await checkTarget(target, conflictPolicy(args) !== 'refuse');
+  await checkTarget(args.target, target, conflictPolicy(args) !== 'refuse');
 
   const server: Server = await listen(port, args.bind);
-  let progress: Awaited<ReturnType<Output['startProgress']>>;
+  const boundPort = (server.address() as { port: number }).port;
+  let progress: Progress | undefined;
   try {
     // Take connections first, then announce: a sender may connect the moment the port is open.
     const receiving = receiveOne(server, {
@@ -78,21 +79,17 @@ export async function runRecv(args: RecvArgs, output: Output, signal: AbortSigna
       log: output.log,
       onStart: ({ name, path, size, peer }) => {
         output.log.info({ event: 'receiving', peer, name, path, size }, `receiving ${name} (${formatBytes(size)}) from ${peer}`);
-        // The bar is created asynchronously; progress before it exists is simply not drawn.
-        void output.startProgress(size, 'recv').then((bar) => {
-          progress = bar;
-        });
+        progress = output.startProgress(size, 'recv');
       },
       onProgress: (bytes) => progress?.update(bytes),
     });
     receiving.catch(() => {}); // Awaited below, after the announcement.
-    await announceListening(args, output, (server.address() as { port: number }).port, target);
+    await announceListening(args, output, server, target);
     const result = await receiving;
     progress?.stop();
-    const rate = result.bytes / 1e6 / Math.max(result.seconds, 1e-6);
     output.log.info(
       { event: 'received', ...result },
-      `saved ${result.path} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${rate.toFixed(1)} MB/s), ${result.hash} ${result.digest}`,
+      `saved ${result.path} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${formatRate(result.bytes, result.seconds)}), ${result.hash} ${result.digest}`,
     );
     return {
       protocol: result.protocol,
@@ -100,8 +97,9 @@ export async function runRecv(args: RecvArgs, output: Output, signal: AbortSigna
       bytes: result.bytes,
       ...digestFields(result),
       seconds: round(result.seconds),
-      mbps: round(rate),
+      bytesPerSecond: bytesPerSecond(result.bytes, result.seconds),
       peer: result.peer,
+      port: boundPort,
     };
   } finally {
     progress?.stop();
@@ -118,7 +116,7 @@ function conflictPolicy(args: RecvArgs): ConflictPolicy {
   return args['on-conflict'] ?? (args.force ? 'overwrite' : 'refuse');
 }
 
-/** Serve mode: runs until Ctrl-C/SIGTERM, then drains (see ServeReceiver.shutdown). */
+/** Serve mode: runs until Ctrl-C/SIGTERM/SIGHUP, then drains (see ServeReceiver.shutdown). */
 export async function runServe(args: RecvArgs, output: Output, interruption: Interruption): Promise<Summary> {
   const { ServeReceiver } = await import('./serve.js');
   const folder = resolvePath(args.target);
@@ -128,8 +126,9 @@ export async function runServe(args: RecvArgs, output: Output, interruption: Int
   if (!folderStats.isDirectory()) throw new UsageError(`--serve needs a folder to store files in; ${folder} is not one`);
   await requireWritable(folder);
   const server = await listen(args.port, args.bind);
-  // The receiver takes connections from the moment it exists; the board and the
-  // announcement come after (a transfer that starts before the board just has no line).
+  const boundPort = (server.address() as { port: number }).port;
+  // The receiver takes connections from the moment it exists; the announcement and the
+  // board come after (a transfer that starts before the board just has no line).
   let board: TransferBoard | undefined;
   const stats = { stored: 0, failed: 0, pings: 0, bytes: 0 };
   const receiver = new ServeReceiver(server, {
@@ -167,23 +166,33 @@ export async function runServe(args: RecvArgs, output: Output, interruption: Int
     },
   });
 
-  board = await output.startBoard();
-  await announceListening(args, output, (server.address() as { port: number }).port, folder);
+  // Announce before the board starts: a line printed while bars are drawn must share
+  // the screen with them, and this one is the line the user has to read in full.
+  await announceListening(args, output, server, folder);
+  board = output.startBoard();
 
-  // Ctrl-C or SIGTERM: stop accepting and let transfers finish; a second one cuts them now.
-  await new Promise<void>((resolve) => interruption.signal.addEventListener('abort', () => resolve(), { once: true }));
+  // Ctrl-C, SIGTERM or SIGHUP: stop accepting and let transfers finish; a second one cuts them now.
+  // The signal may have come already (while the announcement looked for leftovers).
+  if (!interruption.signal.aborted) {
+    await new Promise<void>((resolve) => interruption.signal.addEventListener('abort', () => resolve(), { once: true }));
+  }
   const graceMs = args.grace * 1000;
   if (receiver.activeTransfers > 0) {
-    output.log.info({ event: 'draining', active: receiver.activeTransfers }, `stopping: letting ${receiver.activeTransfers} transfers finish (up to ${args.grace} s; press Ctrl-C again to cut them now)`);
+    output.log.info({ event: 'draining', active: receiver.activeTransfers }, `stopping: letting ${plural(receiver.activeTransfers, 'transfer')} finish (up to ${args.grace} s; press Ctrl-C again to cut them now)`);
   }
   const cutNow = new Promise<number>((resolve) => {
     interruption.onRepeat = () => resolve(receiver.shutdown(0));
   });
   const cut = await Promise.race([receiver.shutdown(graceMs), cutNow]);
   board?.stop();
-  const summary = { folder, stored: stats.stored, failed: stats.failed, pings: stats.pings, bytes: stats.bytes, cut };
-  output.log.info({ event: 'stopped', ...summary }, `stopped: ${stats.stored} files stored, ${stats.failed} failed, ${cut} cut short`);
-  if (cut > 0) throw new InterruptedError(`${cut} transfers in flight were cut short; their partial files were removed`, interruption.signalName());
+  const summary = { folder, port: boundPort, stored: stats.stored, failed: stats.failed, pings: stats.pings, bytes: stats.bytes, cut };
+  output.log.info({ event: 'stopped', ...summary }, `stopped: ${plural(stats.stored, 'file')} stored, ${stats.failed} failed, ${cut} cut short`);
+  if (cut > 0) {
+    throw new InterruptedError(
+      `${plural(cut, 'transfer')} in flight ${cut === 1 ? 'was' : 'were'} cut short; ${cut === 1 ? 'its partial file was' : 'their partial files were'} removed`,
+      interruption.signalName(),
+    );
+  }
   return summary;
 }
 
@@ -191,7 +200,7 @@ export async function runSend(args: SendArgs, output: Output, signal: AbortSigna
   const { openSource, sendFile } = await import('./sender.js');
   const destination = args.destination;
   const source = await openSource(args.file, args.name);
-  let progress: Awaited<ReturnType<Output['startProgress']>>;
+  let progress: Progress | undefined;
   try {
     const socket = await connect(destination, { timeoutMs: args.timeout * 1000, signal });
     output.log.debug({ destination: formatHostPort(destination) }, 'connected');
@@ -202,20 +211,17 @@ export async function runSend(args: SendArgs, output: Output, signal: AbortSigna
       signal,
       log: output.log,
       onStart: ({ size }) => {
-        void output.startProgress(size, 'send').then((bar) => {
-          progress = bar;
-        });
+        progress = output.startProgress(size, 'send');
       },
       onProgress: (bytes) => progress?.update(bytes),
     });
     progress?.stop();
-    const rate = result.bytes / 1e6 / Math.max(result.seconds, 1e-6);
     const confirmation = result.verified
       ? `the receiver confirmed ${result.hash} ${result.digest}`
       : `not verified: the classic receiver confirms nothing (${result.hash} of what was sent: ${result.digest})`;
     output.log.info(
       { event: 'sent', ...result },
-      `sent ${source.path} to ${formatHostPort(destination)} as ${result.name} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${rate.toFixed(1)} MB/s); ${confirmation}`,
+      `sent ${source.path} to ${formatHostPort(destination)} as ${result.name} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${formatRate(result.bytes, result.seconds)}); ${confirmation}`,
     );
     return {
       protocol: result.protocol,
@@ -224,7 +230,7 @@ export async function runSend(args: SendArgs, output: Output, signal: AbortSigna
       bytes: result.bytes,
       ...digestFields(result),
       seconds: round(result.seconds),
-      mbps: round(rate),
+      bytesPerSecond: bytesPerSecond(result.bytes, result.seconds),
       peer: formatHostPort(destination),
       verified: result.verified,
     };
@@ -245,16 +251,23 @@ export async function runPing(args: PingArgs, output: Output, signal: AbortSigna
   // The reply is the command's result, so it goes to stdout (unless --json says otherwise).
   if (!args.json) {
     const detail = result.protocol === 'ftx' ? `rtt ${result.roundTripMs.toFixed(1)} ms, ftx protocol ${result.version}${result.software ? `, ${result.software}` : ''}` : 'classic protocol';
-    process.stdout.write(`${result.reply}  (${peer}: ${detail})\n`);
+    // Reply and software name come from the peer: escaped, so they cannot drive the terminal.
+    process.stdout.write(`${escapeForTerminal(`${result.reply}  (${peer}: ${detail})`)}\n`);
   }
   return { peer, protocol: result.protocol, reply: result.reply, version: result.version, rttMs: round(result.roundTripMs), time: result.time ?? null };
 }
 
-/** Logs where the receiver listens, with the command to type on the sending machine. */
-async function announceListening(args: RecvArgs, output: Output, port: number, target: string): Promise<void> {
-  const addresses = args.bind ? [args.bind] : lanAddresses();
+/**
+ * Logs where the receiver listens, with the command to type on the sending machine.
+ * With --port 0 the user cannot know the port any other way, so that line is printed
+ * even with --quiet (output.essential).
+ */
+async function announceListening(args: RecvArgs, output: Output, server: Server, target: string): Promise<void> {
+  const { address: bound, port } = server.address() as { address: string; port: number };
+  const addresses = addressesToAnnounce(bound);
   const commands = (addresses.length > 0 ? addresses : ['THIS-HOST']).slice(0, 3).map((host) => `ftx send FILE ${formatHostPort({ host, port })}`);
-  output.log.info(
+  const log = args.port === 0 ? output.essential : output.log;
+  log.info(
     { event: 'listening', port, bind: args.bind ?? null, addresses, target, serve: args.serve },
     `${args.serve ? 'serving' : 'listening'} on port ${port}${args.bind ? ` of ${args.bind}` : ''}; on the sending machine run: ${commands.join('   or   ')}`,
   );
@@ -267,10 +280,18 @@ async function announceListening(args: RecvArgs, output: Output, port: number, t
   }
 }
 
-/** Fails early, before listening, when the target cannot possibly work. */
-async function checkTarget(target: string, mayReplace: boolean): Promise<void> {
+/**
+ * Fails early, before listening, when the target cannot possibly work. `typed` is the
+ * target as the user wrote it: a trailing slash says it is a folder (as it does to cp),
+ * which resolving the path would forget.
+ */
+async function checkTarget(typed: string, target: string, mayReplace: boolean): Promise<void> {
   const existing = await stat(target).catch(() => undefined);
   if (existing?.isDirectory()) return requireWritable(target);
+  if (typed.endsWith('/') || typed.endsWith(sep)) {
+    if (existing) throw new LocalIoError(`cannot save into ${typed}: it is not a folder; drop the trailing slash to replace the file, or name a folder`);
+    throw new LocalIoError(`cannot save into ${typed}: no such folder; create it first (mkdir -p ${typed}), or drop the trailing slash to save a file of that name`);
+  }
   const folder = dirname(target);
   const parent = await stat(folder).catch((error: unknown) => {
     throw localIoError(error, 'save into', folder);

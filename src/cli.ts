@@ -4,7 +4,7 @@
  * --json line on stdout) and its exit code. Nothing below the CLI prints or exits.
  */
 import yargs, { type Argv } from 'yargs';
-import { createOutput, type Output } from './cli-output.js';
+import { createOutput, escapeForTerminal, type Output } from './cli-output.js';
 import type { CommonArgs, Interruption, PingArgs, RecvArgs, SendArgs } from './cli-run.js';
 import { FtxError, InterruptedError, isFtxError, UsageError } from './errors.js';
 import { EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_SIGTERM } from './exit-codes.js';
@@ -14,6 +14,10 @@ import { DEFAULT_MAX_CONNS } from './serve-defaults.js';
 import { HASH_ALGORITHMS, type HashAlgorithm } from './messages.js';
 import { parseByteSize } from './units.js';
 import { VERSION } from './version.js';
+
+/** Longest wait a Node timer can hold (2^31 - 1 ms); longer ones would fire at once. */
+const MAX_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+const DEFAULT_GRACE_SECONDS = 30;
 
 function commonOptions<T>(args: Argv<T>) {
   return args
@@ -25,7 +29,20 @@ function commonOptions<T>(args: Argv<T>) {
     .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'No progress bar and no info lines; errors only' })
     .option('json', { type: 'boolean', default: false, describe: 'Print one JSON summary line on stdout at the end' })
     .option('log-level', { choices: ['debug', 'info', 'warn', 'error', 'silent'] as const, describe: 'Log detail on stderr [default: info, or warn with --quiet]' })
-    .option('log-format', { choices: ['auto', 'text', 'json'] as const, default: 'auto' as const, describe: 'Log lines as text or JSON (auto: text on a terminal)' });
+    .option('log-format', { choices: ['auto', 'text', 'json'] as const, default: 'auto' as const, describe: 'Log lines as text or JSON (auto: text on a terminal)' })
+    .check((argv) => {
+      // Every command waits on --timeout: NaN or a negative number would never fire.
+      requireSeconds('--timeout', argv.timeout);
+      return true;
+    });
+}
+
+/** A number of seconds a timer can wait: 0 or more, and within what setTimeout holds. */
+function requireSeconds(option: string, value: number): void {
+  if (!(Number.isFinite(value) && value >= 0 && value <= MAX_SECONDS)) {
+    // yargs has already turned text that is not a number into NaN: nothing to quote.
+    throw new UsageError(`${option} must be a number of seconds from 0 to ${MAX_SECONDS}${Number.isNaN(value) ? '' : `, not ${value}`}`);
+  }
 }
 
 function buildParser(argv: string[]) {
@@ -46,17 +63,22 @@ function buildParser(argv: string[]) {
         .option('force', { alias: 'f', type: 'boolean', default: false, describe: 'Replace the target if it exists' })
         .option('max-size', { type: 'string', describe: 'Refuse files larger than this (e.g. 10G)', coerce: parseMaxSize })
         .option('serve', { type: 'boolean', default: false, describe: 'Keep running and store every sender\'s file in the target folder, many at once' })
-        .option('max-conns', { type: 'number', default: DEFAULT_MAX_CONNS, describe: 'With --serve: transfers at once; more senders are refused as busy' })
+        // --max-conns and --grace have no yargs default, so the check below can tell an
+        // explicit one (an error without --serve) from none; runServe applies the defaults.
+        .option('max-conns', { type: 'number', describe: `With --serve: transfers at once; more senders are refused as busy [default: ${DEFAULT_MAX_CONNS}]` })
         .option('on-conflict', {
           choices: ['refuse', 'rename', 'overwrite'] as const,
           describe: 'When the name is taken: refuse the file, store it as name-N, or replace [default: refuse; overwrite with --force]',
         })
-        .option('grace', { type: 'number', default: 30, describe: 'With --serve: on Ctrl-C/SIGTERM, seconds to let transfers in flight finish' })
+        .option('grace', { type: 'number', describe: `With --serve: on Ctrl-C/SIGTERM/SIGHUP, seconds to let transfers in flight finish [default: ${DEFAULT_GRACE_SECONDS}]` })
         .check((argv) => {
           if (argv.force && argv['on-conflict'] && argv['on-conflict'] !== 'overwrite') throw new UsageError('--force means --on-conflict overwrite; give one or the other');
-          if (!(Number.isInteger(argv['max-conns']) && argv['max-conns'] >= 1)) throw new UsageError('--max-conns must be a whole number of at least 1');
-          if (!(argv.grace >= 0)) throw new UsageError('--grace must be a number of seconds, 0 or more');
-          if (!(argv.timeout >= 0)) throw new UsageError('--timeout must be a number of seconds, 0 or more');
+          for (const option of ['max-conns', 'grace'] as const) {
+            if (argv[option] !== undefined && !argv.serve) throw new UsageError(`--${option} only applies to --serve; add --serve or drop --${option}`);
+          }
+          const maxConns = argv['max-conns'];
+          if (maxConns !== undefined && !(Number.isInteger(maxConns) && maxConns >= 1)) throw new UsageError('--max-conns must be a whole number of at least 1');
+          if (argv.grace !== undefined) requireSeconds('--grace', argv.grace);
           return true;
         })
         .example('ftx recv out.jpg', 'save the next file that arrives as out.jpg')
@@ -98,6 +120,9 @@ function buildParser(argv: string[]) {
         .example('ftx ping backupbox && ftx send db.dump backupbox', 'send only if the receiver is up'),
     )
     .demandCommand(1, 'Say what to do: ftx recv, ftx send or ftx ping (ftx --help lists them)')
+    // A repeated option takes its last value (as with most Unix tools), instead of
+    // becoming an array that the choices, coerce functions and the protocol never expect.
+    .parserConfiguration({ 'duplicate-arguments-array': false })
     .strict()
     .version(VERSION)
     .help()
@@ -113,10 +138,11 @@ const COMMANDS = ['recv', 'send', 'ping'];
 
 /** Runs the CLI; returns the exit code. Never calls process.exit itself. */
 export async function main(argv: string[]): Promise<number> {
+  // A closed terminal or pipe (SIGHUP, `| head`) must not turn a last line into a crash.
+  ignoreBrokenOutput();
   const [first] = argv;
   if (first !== undefined && !first.startsWith('-') && !COMMANDS.includes(first)) {
-    writeStderr(`ftx: error: unknown command "${first}"; use ftx recv, ftx send or ftx ping\nRun 'ftx --help' for usage.\n`);
-    return EXIT_CODES.FTX_ERR_USAGE;
+    return usageFailure(argv, `unknown command "${first}"; use ftx recv, ftx send or ftx ping`);
   }
   const parser = buildParser(argv);
   let parsed: { _: (string | number)[] } & Partial<RecvArgs & SendArgs>;
@@ -124,8 +150,7 @@ export async function main(argv: string[]): Promise<number> {
     parsed = (await parser.parseAsync()) as typeof parsed;
   } catch (error) {
     // Whatever fails while parsing (yargs' own checks, our coerce functions) is a usage error.
-    writeStderr(`ftx: error: ${error instanceof Error ? error.message : String(error)}\nRun 'ftx --help' for usage.\n`);
-    return EXIT_CODES.FTX_ERR_USAGE;
+    return usageFailure(argv, error instanceof Error ? error.message : String(error));
   }
   const command = parsed._[0];
   // yargs has printed help or the version (it does not exit: exitProcess(false)).
@@ -142,7 +167,11 @@ export async function main(argv: string[]): Promise<number> {
   const interruption = watchSignals();
   try {
     const { runPing, runRecv, runSend, runServe } = await import('./cli-run.js');
-    const recvArgs = parsed as unknown as RecvArgs;
+    const recvArgs = {
+      ...(parsed as unknown as RecvArgs),
+      grace: parsed.grace ?? DEFAULT_GRACE_SECONDS,
+      'max-conns': parsed['max-conns'] ?? DEFAULT_MAX_CONNS,
+    };
     const summary =
       command === 'recv'
         ? recvArgs.serve
@@ -166,6 +195,31 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * A command line that could not be parsed: one line on stderr, and with --json the
+ * failure summary on stdout too (found in argv by hand, since parsing failed).
+ */
+function usageFailure(argv: string[], message: string): number {
+  const code = EXIT_CODES.FTX_ERR_USAGE;
+  writeStderr(`ftx: error: ${escapeForTerminal(message)}\nRun 'ftx --help' for usage.\n`);
+  if (jsonRequested(argv)) {
+    process.stdout.write(`${JSON.stringify({ ok: false, exitCode: code, error: { code: 'FTX_ERR_USAGE', message } })}\n`);
+  }
+  return code;
+}
+
+/** Whether argv asks for --json, as yargs would read it (the last of --json / --no-json wins). */
+function jsonRequested(argv: string[]): boolean {
+  let wanted = false;
+  for (const [index, arg] of argv.entries()) {
+    if (arg === '--') break;
+    if (arg === '--json') wanted = argv[index + 1] !== 'false';
+    else if (arg === '--json=true') wanted = true;
+    else if (arg === '--no-json' || arg === '--json=false') wanted = false;
+  }
+  return wanted;
+}
+
 function parseMaxSize(text: string): number {
   const bytes = parseByteSize(text);
   if (bytes === undefined) throw new UsageError(`--max-size "${text}" is not a size; write e.g. 500M or 10G`);
@@ -173,42 +227,68 @@ function parseMaxSize(text: string): number {
 }
 
 /**
- * First Ctrl-C (or SIGTERM) aborts the transfer, which removes its partial file and
- * exits with the "interrupted" code; a second one exits at once.
+ * Signals that stop ftx, with the exit code each one gets: 128 + its number, as a shell
+ * reports a process killed by it. SIGHUP is the terminal closing or an SSH session
+ * dropping: without a handler Node dies at once and leaves the partial file behind.
+ */
+const STOP_SIGNALS = {
+  SIGINT: EXIT_CODES.FTX_ERR_INTERRUPTED,
+  SIGTERM: EXIT_SIGTERM,
+  // 128 + 1. Belongs next to EXIT_SIGTERM in exit-codes.ts (not this file's to change).
+  SIGHUP: 129,
+} as const satisfies Partial<Record<NodeJS.Signals, number>>;
+
+type StopSignal = keyof typeof STOP_SIGNALS;
+
+const SIGNAL_STORIES: Record<StopSignal, string> = {
+  SIGINT: 'interrupted by Ctrl-C',
+  SIGTERM: 'stopped by SIGTERM',
+  SIGHUP: 'stopped by SIGHUP (the terminal closed or the SSH session dropped)',
+};
+
+/**
+ * The first Ctrl-C, SIGTERM or SIGHUP aborts the transfer, which removes its partial
+ * file and exits with that signal's code; a second one exits at once.
  */
 function watchSignals(): Interruption {
   const controller = new AbortController();
   let received: NodeJS.Signals | undefined;
   let count = 0;
-  const onSignal = (name: NodeJS.Signals) => {
+  const onSignal = (name: StopSignal) => {
     count += 1;
     if (count === 2 && interruption.onRepeat) {
       interruption.onRepeat();
       return;
     }
-    if (count >= 2) process.exit(name === 'SIGTERM' ? EXIT_SIGTERM : EXIT_CODES.FTX_ERR_INTERRUPTED);
+    if (count >= 2) process.exit(STOP_SIGNALS[name]);
     received = name;
-    controller.abort(new InterruptedError(name === 'SIGINT' ? 'interrupted by Ctrl-C' : `stopped by ${name}`, name));
+    controller.abort(new InterruptedError(SIGNAL_STORIES[name], name));
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const names = Object.keys(STOP_SIGNALS) as StopSignal[];
+  for (const name of names) process.on(name, onSignal);
   const interruption: Interruption = {
     signal: controller.signal,
     signalName: () => received,
     onRepeat: undefined,
     dispose: () => {
-      process.removeListener('SIGINT', onSignal);
-      process.removeListener('SIGTERM', onSignal);
+      for (const name of names) process.removeListener(name, onSignal);
     },
   };
   return interruption;
 }
 
 function exitCodeFor(error: unknown, signal?: NodeJS.Signals): number {
-  if (error instanceof InterruptedError || signal) {
-    return signal === 'SIGTERM' ? EXIT_SIGTERM : EXIT_CODES.FTX_ERR_INTERRUPTED;
-  }
+  const stoppedBy = signal ?? (error instanceof InterruptedError ? error.signal : undefined);
+  if (stoppedBy !== undefined && stoppedBy in STOP_SIGNALS) return STOP_SIGNALS[stoppedBy as StopSignal];
+  if (error instanceof InterruptedError) return EXIT_CODES.FTX_ERR_INTERRUPTED;
   return isFtxError(error) ? EXIT_CODES[error.code] : EXIT_INTERNAL;
+}
+
+/** EPIPE/EIO on stdout or stderr (the reader or the terminal went away) is not worth a crash. */
+function ignoreBrokenOutput(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    if (stream.listenerCount('error') === 0) stream.on('error', () => {});
+  }
 }
 
 function reportFailure(output: Output, error: unknown, exitCode: number): void {

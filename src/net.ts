@@ -157,11 +157,13 @@ function describeListenError(error: NodeJS.ErrnoException, port: number, host: s
   }
 }
 
+type Interfaces = ReturnType<typeof networkInterfaces>;
+
 /** This machine's addresses that other machines on the LAN can likely reach, IPv4 first. */
-export function lanAddresses(): string[] {
+export function lanAddresses(interfaces: Interfaces = networkInterfaces()): string[] {
   const v4: string[] = [];
   const v6: string[] = [];
-  for (const entries of Object.values(networkInterfaces())) {
+  for (const entries of Object.values(interfaces)) {
     for (const entry of entries ?? []) {
       if (entry.internal) continue;
       if (entry.family === 'IPv4') v4.push(entry.address);
@@ -169,4 +171,16 @@ export function lanAddresses(): string[] {
     }
   }
   return [...v4, ...v6];
+}
+
+/**
+ * What to tell senders to connect to, for a server listening on `bound` (the address
+ * server.address() reports). A wildcard is no address to connect to: 0.0.0.0 stands
+ * for this machine's IPv4 addresses, and :: for all of them (ftx listens on :: for
+ * IPv4 too, as the default does). Any other address is itself.
+ */
+export function addressesToAnnounce(bound: string, interfaces: Interfaces = networkInterfaces()): string[] {
+  if (bound === '0.0.0.0') return lanAddresses(interfaces).filter((address) => !isIPv6(address));
+  if (bound === '::') return lanAddresses(interfaces);
+  return [bound];
 }

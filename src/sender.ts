@@ -8,11 +8,11 @@
  * Error frame from the receiver (its disk is full) stops the transfer at once and is
  * what the user sees.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { basename } from 'node:path';
 import type { Duplex } from 'node:stream';
-import { setTimeout as delay } from 'node:timers/promises';
 import { Channel } from './channel.js';
 import { awaitClassicClose, classicAnnounce, readClassicGreeting } from './classic.js';
 import {
@@ -35,6 +35,7 @@ import { createHasher } from './hashing.js';
 import type { HashAlgorithm, Protocol, Receipt } from './messages.js';
 import { remoteOf } from './net.js';
 import { problemWithName } from './names.js';
+import { formatProgress } from './units.js';
 
 /** After the data pipe fails, how long to wait for the receiver's explanation. */
 const EXPLANATION_WAIT_MS = 1_000;
@@ -49,26 +50,48 @@ export interface SourceFile {
   handle: FileHandle;
 }
 
-/** Opens and stats the file to send. The handle keeps size and content consistent. */
+/**
+ * Opens and stats the file to send. The handle keeps size and content consistent.
+ *
+ * Only a regular file has a size to announce. Opening a FIFO for reading blocks until
+ * a writer turns up (in a thread-pool thread that not even process.exit() can take
+ * back), so the type is checked on the path first, the file is opened with O_NONBLOCK
+ * in case it was swapped for a FIFO in between, and checked again on the handle.
+ */
 export async function openSource(path: string, nameOverride?: string): Promise<SourceFile> {
   const name = nameOverride ?? basename(path);
   const problem = problemWithName(name);
   if (problem) throw new LocalIoError(`cannot send under the name ${JSON.stringify(name)}: ${problem}; choose another with --name`);
   let handle: FileHandle;
   try {
-    handle = await open(path, 'r');
+    requireRegularFile(await stat(path), path);
+    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (error) {
-    throw localIoError(error, 'read', path);
+    throw error instanceof LocalIoError ? error : localIoError(error, 'read', path);
   }
   try {
     const stats = await handle.stat();
-    if (stats.isDirectory()) throw localIoError(Object.assign(new Error('is a directory'), { code: 'EISDIR' }), 'send', path);
-    if (!stats.isFile()) throw new LocalIoError(`cannot send ${path}: it is not a regular file (a device, pipe or socket)`);
+    requireRegularFile(stats, path);
     return { path, name, size: stats.size, mode: stats.mode & 0o7777, mtimeMs: stats.mtimeMs, handle };
   } catch (error) {
     await handle.close();
     throw error;
   }
+}
+
+function requireRegularFile(stats: Stats, path: string): void {
+  if (stats.isFile()) return;
+  if (stats.isDirectory()) throw localIoError(Object.assign(new Error('is a directory'), { code: 'EISDIR' }), 'send', path);
+  const kind = stats.isFIFO()
+    ? 'a named pipe (FIFO)'
+    : stats.isCharacterDevice()
+      ? 'a character device'
+      : stats.isBlockDevice()
+        ? 'a block device'
+        : stats.isSocket()
+          ? 'a socket'
+          : 'not a regular file';
+  throw new LocalIoError(`cannot send ${path}: it is ${kind}, and ftx sends regular files, whose size it announces first; copy the data into a file and send that`);
 }
 
 export interface SendOptions {
@@ -128,7 +151,11 @@ export async function sendFile(stream: Duplex, source: SourceFile, options: Send
     return { ...sent, seconds: (performance.now() - startedAt) / 1000, peer };
   } catch (error) {
     channel.destroy();
-    if (options.signal?.aborted) throw new InterruptedError('interrupted; the receiver discards the partial file');
+    if (options.signal?.aborted) {
+      // Say which signal: "stopped by SIGHUP (the terminal closed...)" tells more than "interrupted".
+      const interruption = interruptionOf(options.signal);
+      throw new InterruptedError(`${interruption.message}; the receiver discards the partial file`, interruption.signal);
+    }
     throw error instanceof FtxError ? error : channel.describeStreamError(error);
   } finally {
     options.signal?.removeEventListener('abort', onAbort);
@@ -219,21 +246,52 @@ async function streamData(
         },
       });
     } catch (error) {
-      if (stop.signal.aborted && stop.signal.reason instanceof FtxError) throw stop.signal.reason;
+      if (stop.signal.aborted && stop.signal.reason instanceof FtxError) throw lostMidTransfer(stop.signal.reason, channel, sent, source.size);
       if (options.signal?.aborted) throw new InterruptedError('interrupted');
       if (error instanceof LocalIoError) throw error; // Reading our own file failed.
       // The connection broke: the receiver's Error frame, if it is on its way, says why.
       if (peerVerdict) {
-        const explanation = await Promise.race([peerVerdict.then(() => undefined, (reason: unknown) => reason), delay(EXPLANATION_WAIT_MS)]);
-        if (explanation instanceof FtxError) throw explanation;
+        const explanation = await settledWithin(peerVerdict.then(() => undefined, (reason: unknown) => reason), EXPLANATION_WAIT_MS);
+        if (explanation instanceof FtxError) throw lostMidTransfer(explanation, channel, sent, source.size);
       }
-      throw error instanceof FtxError ? error : channel.describeStreamError(error);
+      throw lostMidTransfer(error instanceof FtxError ? error : channel.describeStreamError(error), channel, sent, source.size);
     }
   }
   if (bytesRead !== source.size) {
     throw new LocalIoError(`${source.path} shrank while it was being sent (${bytesRead} of ${source.size} bytes); send it again when nothing writes to it`);
   }
   return hash.digest();
+}
+
+/** What `promise` resolves to, or undefined once `ms` have passed; the timer never outlives the wait. */
+async function settledWithin<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeUp = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  try {
+    return await Promise.race([promise, timeUp]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * A connection lost while data flowed, told as such: "the receiver reset the connection
+ * mid-transfer, after 120.0 MiB of 200.0 MiB (60%)". Without this the user reads what
+ * the stalled read said ("closed the connection while ftx waited for a receipt"), as
+ * if all the data had gone. What the receiver itself reported (an Error frame, turned
+ * into a ConnectionLostError for an interruption) is its own explanation and kept.
+ */
+function lostMidTransfer(error: FtxError, channel: Channel, sentBytes: number, size: number): FtxError {
+  // handshake.ts's errorFromPeer prefixes what the peer said with "<role> reports:".
+  if (!(error instanceof ConnectionLostError) || error.message.startsWith(`${channel.peerRole} reports:`)) return error;
+  const code = (error.cause as NodeJS.ErrnoException | undefined)?.code;
+  const how = code === 'ECONNRESET' ? 'reset' : 'closed';
+  return new ConnectionLostError(
+    `${channel.peerRole} ${how} the connection mid-transfer, after ${formatProgress(sentBytes, size)} had been sent (was it stopped, or did it crash?); send the file again once it is back`,
+    { cause: error },
+  );
 }
 
 function checkReceipt(receipt: Receipt, size: number, algorithm: HashAlgorithm, digest: string): void {

@@ -18,3 +18,27 @@ export function parseByteSize(text: string): number | undefined {
   const bytes = Math.floor(Number(match[1]) * 1024 ** power);
   return Number.isSafeInteger(bytes) ? bytes : undefined;
 }
+
+/**
+ * A rate for people, in the same binary units as formatBytes and the progress bar:
+ * "183.5 MiB/s". (Scripts get bytesPerSecond in the --json summary instead.)
+ */
+export function formatRate(bytes: number, seconds: number): string {
+  return `${formatBytes(bytesPerSecond(bytes, seconds))}/s`;
+}
+
+/** Whole bytes per second; a transfer too short to time counts as taking 1 µs. */
+export function bytesPerSecond(bytes: number, seconds: number): number {
+  return Math.round(bytes / Math.max(seconds, 1e-6));
+}
+
+/** "1 file", "2 files", "0 files": a count and its noun, in the right number. */
+export function plural(count: number, noun: string, nounPlural = `${noun}s`): string {
+  return `${count} ${count === 1 ? noun : nounPlural}`;
+}
+
+/** "120 MiB of 200 MiB (60%)": how far a transfer got; the percentage is rounded down. */
+export function formatProgress(done: number, total: number): string {
+  const percent = total > 0 ? Math.floor((done / total) * 100) : 100;
+  return `${formatBytes(done)} of ${formatBytes(total)} (${percent}%)`;
+}

@@ -81,7 +81,7 @@ describe('ftx send -> ftx recv', () => {
     const digest = await sha256Of(FIXTURE_JPEG);
     expect(summaryOf(recv)).toMatchObject({ ok: true, path: target, bytes: 1858, sha256: digest, peer: expect.stringMatching(/^127\.0\.0\.1:\d+$/) });
     expect(summaryOf(send)).toMatchObject({ ok: true, bytes: 1858, sha256: digest, verified: true, peer: `127.0.0.1:${recv.port}` });
-    expect(summaryOf(send).mbps).toEqual(expect.any(Number));
+    expect(summaryOf(send).bytesPerSecond).toEqual(expect.any(Number));
     expect(summaryOf(recv).seconds).toEqual(expect.any(Number));
   });
 
@@ -242,6 +242,41 @@ describe('errors users hit: one line, documented exit code, nothing left behind'
     await recv.waitForLog((record) => record.event === 'receiving');
     send.child.kill('SIGINT');
     expect(await send.exit).toBe(130);
+    expect(await recv.exit).toBe(9);
+    expect(await listFolder(inbox)).toEqual([]);
+    slow.server.close();
+  });
+
+  it('SIGHUP on the receiver mid-file (terminal closed): 129 with a message, the partial file is removed', async () => {
+    const folder = await tempFolder();
+    const recv = await startRecvCli([join(folder, 'out.bin')]);
+    const peer = await rawPeer(recv.port);
+    await peer.write(headerFrame({ name: 'x', size: 10_000_000 }));
+    await peer.nextFrame(FrameType.Accept);
+    await peer.write(Buffer.alloc(100_000));
+    await expect.poll(async () => (await listFolder(folder)).length).toBe(1);
+    recv.child.kill('SIGHUP');
+    expect(await recv.exit).toBe(129);
+    expect(recv.child.signalCode).toBeNull(); // it exited by itself, not killed by the signal
+    expect(errorLine(recv.stderr())).toMatch(/stopped by SIGHUP \(the terminal closed or the SSH session dropped\)/);
+    expect(summaryOf(recv)).toMatchObject({ ok: false, exitCode: 129, error: { code: 'FTX_ERR_INTERRUPTED' } });
+    expect(await listFolder(folder)).toEqual([]);
+    await peer.closed;
+  });
+
+  it('SIGHUP on the sender mid-file: 129 with a message; the receiver reports the lost connection (9) and keeps no file', async () => {
+    const folder = await tempFolder();
+    const source = await randomFile(folder, 'big.bin', 64 * 1024 * 1024);
+    const inbox = await tempFolder();
+    const recv = await startRecvCli([join(inbox, 'out.bin'), '--timeout', '5']);
+    const slow = await slowProxy(recv.port, 256 * 1024);
+    const send = runCli(['send', source, `127.0.0.1:${slow.port}`, '--json']);
+    await recv.waitForLog((record) => record.event === 'receiving');
+    send.child.kill('SIGHUP');
+    expect(await send.exit).toBe(129);
+    expect(send.child.signalCode).toBeNull();
+    expect(summaryOf(send)).toMatchObject({ ok: false, exitCode: 129, error: { code: 'FTX_ERR_INTERRUPTED' } });
+    expect(errorLine(send.stderr())).toMatch(/^stopped by SIGHUP \(the terminal closed or the SSH session dropped\); the receiver discards the partial file$/);
     expect(await recv.exit).toBe(9);
     expect(await listFolder(inbox)).toEqual([]);
     slow.server.close();

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { UsageError } from '../src/errors.js';
-import { formatHostPort, parseHostPort, parsePort } from '../src/net.js';
+import { addressesToAnnounce, formatHostPort, parseHostPort, parsePort } from '../src/net.js';
 import { runCli, startRecvCli } from './helpers/cli.js';
 import { expectSameFile, tempFolder } from './helpers/files.js';
 import { join } from 'node:path';
@@ -34,6 +34,34 @@ describe('parseHostPort', () => {
     expect(parsePort('0', true)).toBe(0);
     expect(() => parsePort('0')).toThrow(UsageError);
     expect(() => parsePort('99999', true)).toThrow(/not a port number/);
+  });
+});
+
+describe('addressesToAnnounce: what a receiver tells senders to type', () => {
+  // A machine with loopback, one LAN address of each family, and an IPv6 link-local one.
+  const interfaces = {
+    lo: [
+      { address: '127.0.0.1', netmask: '255.0.0.0', family: 'IPv4', mac: '00:00:00:00:00:00', internal: true, cidr: '127.0.0.1/8' },
+      { address: '::1', netmask: 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', family: 'IPv6', mac: '00:00:00:00:00:00', internal: true, cidr: '::1/128', scopeid: 0 },
+    ],
+    eth0: [
+      { address: '192.0.2.2', netmask: '255.255.255.0', family: 'IPv4', mac: '02:00:00:00:00:02', internal: false, cidr: '192.0.2.2/24' },
+      { address: 'fe80::2', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: '02:00:00:00:00:02', internal: false, cidr: 'fe80::2/64', scopeid: 2 },
+      { address: '2001:db8::2', netmask: 'ffff:ffff:ffff:ffff::', family: 'IPv6', mac: '02:00:00:00:00:02', internal: false, cidr: '2001:db8::2/64', scopeid: 0 },
+    ],
+  } satisfies Parameters<typeof addressesToAnnounce>[1];
+
+  it('--bind 0.0.0.0: the IPv4 addresses of the machine, never 0.0.0.0', () => {
+    expect(addressesToAnnounce('0.0.0.0', interfaces)).toEqual(['192.0.2.2']);
+  });
+
+  it('--bind :: (and the default): every LAN address, IPv4 first, never ::', () => {
+    expect(addressesToAnnounce('::', interfaces)).toEqual(['192.0.2.2', '2001:db8::2']);
+  });
+
+  it('a specific address: that address', () => {
+    expect(addressesToAnnounce('127.0.0.1', interfaces)).toEqual(['127.0.0.1']);
+    expect(addressesToAnnounce('::1', interfaces)).toEqual(['::1']);
   });
 });
 
