@@ -11,7 +11,7 @@ import { escapeForTerminal, type LogFormat, type LogLevel, type Output, type Pro
 import { InterruptedError, localIoError, LocalIoError, RefusedError, UsageError } from './errors.js';
 import type { HashAlgorithm } from './messages.js';
 import { addressesToAnnounce, connect, formatHostPort, listen, type HostPort } from './net.js';
-import { findLeftovers, type ConflictPolicy } from './staged-file.js';
+import { removeStaleLeftovers, type ConflictPolicy, type Leftover } from './staged-file.js';
 import { bytesPerSecond, formatBytes, formatRate, plural } from './units.js';
 
 export interface CommonArgs {
@@ -32,6 +32,12 @@ export interface RecvArgs extends CommonArgs {
   'max-conns': number;
   'on-conflict': ConflictPolicy | undefined;
   grace: number;
+  'per-host-conns': number;
+  'per-host-transfers': number;
+  'handshake-timeout': number;
+  'min-rate': number;
+  'allow-dotfiles': boolean;
+  'partial-max-age': number;
 }
 
 export interface SendArgs extends CommonArgs {
@@ -72,8 +78,7 @@ export async function runRecv(args: RecvArgs, output: Output, signal: AbortSigna
     // Take connections first, then announce: a sender may connect the moment the port is open.
     const receiving = receiveOne(server, {
       target,
-      onConflict: conflictPolicy(args),
-      idleTimeoutMs: args.timeout * 1000,
+      ...receiverLimits(args),
       ...(maxSize === undefined ? {} : { maxSize }),
       signal,
       log: output.log,
@@ -112,6 +117,18 @@ function digestFields(result: { hash: HashAlgorithm; digest: string }): Summary 
   return { hash: result.hash, digest: result.digest, ...(result.hash === 'sha256' ? { sha256: result.digest } : {}) };
 }
 
+/** The options one-shot and serve receivers share. */
+function receiverLimits(args: RecvArgs) {
+  return {
+    onConflict: conflictPolicy(args),
+    idleTimeoutMs: args.timeout * 1000,
+    handshakeTimeoutMs: args['handshake-timeout'] * 1000,
+    minBytesPerSecond: args['min-rate'],
+    allowDotFiles: args['allow-dotfiles'],
+    perHostConnections: args['per-host-conns'],
+  };
+}
+
 function conflictPolicy(args: RecvArgs): ConflictPolicy {
   return args['on-conflict'] ?? (args.force ? 'overwrite' : 'refuse');
 }
@@ -130,12 +147,14 @@ export async function runServe(args: RecvArgs, output: Output, interruption: Int
   // The receiver takes connections from the moment it exists; the announcement and the
   // board come after (a transfer that starts before the board just has no line).
   let board: TransferBoard | undefined;
-  const stats = { stored: 0, failed: 0, pings: 0, bytes: 0 };
+  const stats = { stored: 0, failed: 0, pings: 0, bytes: 0, dropped: 0 };
+  const quieted = rateLimitedLog(output);
   const receiver = new ServeReceiver(server, {
     folder,
     maxConns: args['max-conns'],
-    onConflict: conflictPolicy(args),
-    idleTimeoutMs: args.timeout * 1000,
+    ...receiverLimits(args),
+    perHostTransfers: args['per-host-transfers'],
+    partialMaxAgeMs: args['partial-max-age'],
     ...(args['max-size'] === undefined ? {} : { maxSize: args['max-size'] }),
     log: output.log,
     onTransferStart: ({ id, peer, name, size, protocol }) => {
@@ -153,6 +172,12 @@ export async function runServe(args: RecvArgs, output: Output, interruption: Int
           { event: 'transfer-done', id, peer, name: basename(result.path), path: result.path, bytes: result.bytes, ...digestFields(result), seconds: round(result.seconds), protocol: result.protocol },
           `#${id} stored ${result.path} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s) from ${peer}`,
         );
+      } else if (outcome.kind === 'error' && !outcome.transferring && !(outcome.error instanceof RefusedError)) {
+        // Garbage, a handshake that timed out, a connection dropped for a newer one: not a
+        // transfer, and an attacker can make many, so the lines are rate-limited.
+        stats.dropped += 1;
+        const level = outcome.error.code === 'FTX_ERR_INTERNAL' ? 'error' : 'info';
+        quieted(level, { event: 'connection-failed', id, peer, code: outcome.error.code }, `#${id} connection from ${peer} dropped: ${outcome.error.message}`);
       } else if (outcome.kind === 'error') {
         stats.failed += 1;
         board?.remove(id, false);
@@ -164,6 +189,11 @@ export async function runServe(args: RecvArgs, output: Output, interruption: Int
         output.log.debug({ event: 'silent', id, peer }, `#${id} ${peer} closed without a word`);
       }
     },
+    onConnectionRefused: (peer, message) => {
+      stats.dropped += 1;
+      quieted('info', { event: 'connection-refused', peer }, `refused a connection from ${peer}: ${message}`);
+    },
+    onStaleRemoved: (removed) => reportRemovedLeftovers(output, removed),
   });
 
   // Announce before the board starts: a line printed while bars are drawn must share
@@ -185,7 +215,7 @@ export async function runServe(args: RecvArgs, output: Output, interruption: Int
   });
   const cut = await Promise.race([receiver.shutdown(graceMs), cutNow]);
   board?.stop();
-  const summary = { folder, port: boundPort, stored: stats.stored, failed: stats.failed, pings: stats.pings, bytes: stats.bytes, cut };
+  const summary = { folder, port: boundPort, stored: stats.stored, failed: stats.failed, pings: stats.pings, bytes: stats.bytes, dropped: stats.dropped, cut };
   output.log.info({ event: 'stopped', ...summary }, `stopped: ${plural(stats.stored, 'file')} stored, ${stats.failed} failed, ${cut} cut short`);
   if (cut > 0) {
     throw new InterruptedError(
@@ -272,13 +302,61 @@ async function announceListening(args: RecvArgs, output: Output, server: Server,
     `${args.serve ? 'serving' : 'listening'} on port ${port}${args.bind ? ` of ${args.bind}` : ''}; on the sending machine run: ${commands.join('   or   ')}`,
   );
   const folder = (await stat(target).catch(() => undefined))?.isDirectory() ? target : dirname(target);
-  for (const leftover of await findLeftovers(folder)) {
+  const maxAgeMs = args['partial-max-age'];
+  const { removed, kept } = await removeStaleLeftovers(folder, maxAgeMs > 0 ? maxAgeMs : Number.POSITIVE_INFINITY);
+  reportRemovedLeftovers(output, removed);
+  for (const leftover of kept) {
     output.log.warn(
       { event: 'leftover', path: leftover.path, bytes: leftover.bytes, modified: leftover.modified.toISOString() },
-      `${leftover.path} (${formatBytes(leftover.bytes)}, ${leftover.modified.toISOString()}) is a partial file from a transfer that was cut short (a killed receiver?); delete it once no other ftx writes to this folder`,
+      `${leftover.path} (${formatBytes(leftover.bytes)}, ${leftover.modified.toISOString()}) is a partial file from a transfer that was cut short (a killed receiver?), or one another receiver is writing; ${maxAgeMs > 0 ? `it is removed once untouched for ${formatDuration(maxAgeMs)}` : 'delete it once no other ftx writes to this folder'}`,
     );
   }
 }
+
+function reportRemovedLeftovers(output: Output, removed: Leftover[]): void {
+  for (const leftover of removed) {
+    output.log.info(
+      { event: 'leftover-removed', path: leftover.path, bytes: leftover.bytes, modified: leftover.modified.toISOString() },
+      `removed ${leftover.path} (${formatBytes(leftover.bytes)}, untouched since ${leftover.modified.toISOString()}), a partial file of a transfer cut short`,
+    );
+  }
+}
+
+/** "24 h", "90 min", "45 s": for messages about --partial-max-age. */
+function formatDuration(ms: number): string {
+  const seconds = ms / 1000;
+  if (seconds >= 3600 && seconds % 3600 === 0) return `${seconds / 3600} h`;
+  if (seconds >= 60 && seconds % 60 === 0) return `${seconds / 60} min`;
+  return `${seconds} s`;
+}
+
+/**
+ * Lines about connections that are no transfer (dropped, refused for their address):
+ * an attacker can cause any number, so at most LINES_PER_MINUTE a minute are logged, and
+ * the first line after a quiet spell says how many were left out.
+ */
+function rateLimitedLog(output: Output): (level: 'info' | 'error', fields: Record<string, unknown>, message: string) => void {
+  let windowStart = 0;
+  let logged = 0;
+  let suppressed = 0;
+  return (level, fields, message) => {
+    const now = performance.now();
+    if (now - windowStart >= 60_000) {
+      if (suppressed > 0) output.log.info({ event: 'suppressed', count: suppressed }, `${plural(suppressed, 'more line')} about dropped connections left out in the last minute`);
+      windowStart = now;
+      logged = 0;
+      suppressed = 0;
+    }
+    if (logged >= LINES_PER_MINUTE) {
+      suppressed += 1;
+      return;
+    }
+    logged += 1;
+    output.log[level](fields, message);
+  };
+}
+
+const LINES_PER_MINUTE = 30;
 
 /**
  * Fails early, before listening, when the target cannot possibly work. `typed` is the

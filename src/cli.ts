@@ -12,12 +12,16 @@ import { enableGarbageNudges } from './gc-nudge.js';
 import { DEFAULT_PORT, parseHostPort, parsePort } from './net.js';
 import { DEFAULT_MAX_CONNS } from './serve-defaults.js';
 import { HASH_ALGORITHMS, type HashAlgorithm } from './messages.js';
-import { parseByteSize } from './units.js';
+import { DEFAULT_PER_HOST_CONNECTIONS } from './admission.js';
+import { parseByteSize, parseDuration } from './units.js';
 import { VERSION } from './version.js';
 
 /** Longest wait a Node timer can hold (2^31 - 1 ms); longer ones would fire at once. */
 const MAX_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 const DEFAULT_GRACE_SECONDS = 30;
+/** Defaults of the receiver's limits, as receiver.ts and serve.ts document them (kept here so --help loads neither). */
+const DEFAULT_HANDSHAKE_SECONDS = 5;
+const DEFAULT_PER_HOST_TRANSFERS = 8;
 
 function commonOptions<T>(args: Argv<T>) {
   return args
@@ -71,14 +75,39 @@ function buildParser(argv: string[]) {
           describe: 'When the name is taken: refuse the file, store it as name-N, or replace [default: refuse; overwrite with --force]',
         })
         .option('grace', { type: 'number', describe: `With --serve: on Ctrl-C/SIGTERM/SIGHUP, seconds to let transfers in flight finish [default: ${DEFAULT_GRACE_SECONDS}]` })
+        .option('per-host-transfers', { type: 'number', describe: `With --serve: transfers at once from one address [default: ${DEFAULT_PER_HOST_TRANSFERS}]` })
+        .option('per-host-conns', { type: 'number', default: DEFAULT_PER_HOST_CONNECTIONS, describe: 'Connections at once from one address, handshaking or transferring (IPv6: per /64)' })
+        .option('handshake-timeout', { type: 'number', default: DEFAULT_HANDSHAKE_SECONDS, describe: 'Drop a connection that has not sent its header this many seconds after connecting (0: never)' })
+        .option('min-rate', {
+          type: 'string',
+          default: '1K',
+          describe: 'Cut a transfer that moves less than this per second over a --timeout window (0: no floor)',
+          coerce: (text: string) => parseSizeOption('--min-rate', text),
+        })
+        .option('allow-dotfiles', { type: 'boolean', default: false, describe: 'Accept names starting with a dot (.bashrc) into a target folder; refused by default' })
+        .option('partial-max-age', {
+          type: 'string',
+          default: '24h',
+          describe: 'Remove temporary files of cut transfers once untouched this long (at start-up; hourly with --serve; 0: never)',
+          coerce: (text: string) => {
+            const ms = parseDuration(text);
+            if (ms === undefined) throw new UsageError(`--partial-max-age "${text}" is not a duration; write e.g. 90m, 24h or 7d`);
+            return ms;
+          },
+        })
         .check((argv) => {
           if (argv.force && argv['on-conflict'] && argv['on-conflict'] !== 'overwrite') throw new UsageError('--force means --on-conflict overwrite; give one or the other');
-          for (const option of ['max-conns', 'grace'] as const) {
+          for (const option of ['max-conns', 'grace', 'per-host-transfers'] as const) {
             if (argv[option] !== undefined && !argv.serve) throw new UsageError(`--${option} only applies to --serve; add --serve or drop --${option}`);
           }
           const maxConns = argv['max-conns'];
           if (maxConns !== undefined && !(Number.isInteger(maxConns) && maxConns >= 1)) throw new UsageError('--max-conns must be a whole number of at least 1');
           if (argv.grace !== undefined) requireSeconds('--grace', argv.grace);
+          requireSeconds('--handshake-timeout', argv['handshake-timeout']);
+          for (const option of ['per-host-conns', 'per-host-transfers'] as const) {
+            const value = argv[option];
+            if (value !== undefined && !(Number.isInteger(value) && value >= 1)) throw new UsageError(`--${option} must be a whole number of at least 1`);
+          }
           return true;
         })
         .example('ftx recv out.jpg', 'save the next file that arrives as out.jpg')
@@ -171,6 +200,7 @@ export async function main(argv: string[]): Promise<number> {
       ...(parsed as unknown as RecvArgs),
       grace: parsed.grace ?? DEFAULT_GRACE_SECONDS,
       'max-conns': parsed['max-conns'] ?? DEFAULT_MAX_CONNS,
+      'per-host-transfers': parsed['per-host-transfers'] ?? DEFAULT_PER_HOST_TRANSFERS,
     };
     const summary =
       command === 'recv'
@@ -221,8 +251,12 @@ function jsonRequested(argv: string[]): boolean {
 }
 
 function parseMaxSize(text: string): number {
+  return parseSizeOption('--max-size', text);
+}
+
+function parseSizeOption(option: string, text: string): number {
   const bytes = parseByteSize(text);
-  if (bytes === undefined) throw new UsageError(`--max-size "${text}" is not a size; write e.g. 500M or 10G`);
+  if (bytes === undefined) throw new UsageError(`${option} "${text}" is not a size; write e.g. 500M or 10G`);
   return bytes;
 }
 

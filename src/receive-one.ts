@@ -24,11 +24,16 @@ import { handleConnection, refuseConnection, type ConnectionPolicy, type Receive
  * any transfer in flight, waits for it to remove its partial file, and rejects with
  * InterruptedError.
  */
-export function receiveOne(server: Server, options: ReceiveOptions): Promise<ReceiveResult> {
+export interface ReceiveOneOptions extends ReceiveOptions {
+  /** Connections at once from one host (default DEFAULT_PER_HOST_CONNECTIONS). */
+  perHostConnections?: number;
+}
+
+export function receiveOne(server: Server, options: ReceiveOneOptions): Promise<ReceiveResult> {
   const log = options.log ?? silentLog;
   const sockets = new Set<Socket>();
   const inFlight = new Set<Promise<unknown>>();
-  const admission = new Admission();
+  const admission = new Admission(options.perHostConnections === undefined ? {} : { perHostConnections: options.perHostConnections });
   let claimed = false;
 
   return new Promise<ReceiveResult>((resolve, reject) => {

@@ -48,7 +48,7 @@ import { silentLog, type Log } from './log.js';
 import { nudgeGarbageCollector } from './gc-nudge.js';
 import { createHasher } from './hashing.js';
 import { boundedText, ctime, jsonFrame, MAX_NAME_BYTES, PROTOCOL_NAME, PROTOCOL_VERSION, type HashAlgorithm, type Header, type Ping, type Protocol } from './messages.js';
-import { problemWithName } from './names.js';
+import { canonicalName, isDotFile, problemWithName } from './names.js';
 import { remoteOf } from './net.js';
 import { CLASSIC_ACK, readClassicSize } from './classic.js';
 import { isNameTaken, pickFreeName, StagedFile, type ConflictPolicy } from './staged-file.js';
@@ -494,12 +494,14 @@ async function decideTarget(
   const quoted = quoteName(incoming.name);
   let path = options.target;
   if (targetIsFolder) {
-    const problem = problemWithName(incoming.name);
+    // NFC: a Mac's decomposed "café" and everyone else's composed one are one name (names.ts).
+    const name = canonicalName(incoming.name);
+    const problem = problemWithName(name);
     if (problem) await refuse('bad-name', `cannot store a file named ${quoted}: ${problem}; send it with a plain name (ftx send --name)`);
-    if (incoming.name.startsWith('.') && !options.allowDotFiles) {
+    if (isDotFile(name) && !options.allowDotFiles) {
       await refuse('bad-name', `cannot store ${quoted}: names starting with a dot (hidden files such as .bashrc) are refused unless the receiver allows them (--allow-dotfiles); send it with --name`);
     }
-    path = join(options.target, incoming.name);
+    path = join(options.target, name);
     if (Buffer.byteLength(path, 'utf8') > MAX_PATH_BYTES) await refuse('bad-name', `cannot store ${quoted}: the name is too long for the receiver's folder; send it with a shorter --name`);
   }
   const what = targetIsFolder ? `a file named ${quoted}` : "the receiver's target file";

@@ -29,6 +29,8 @@ import {
   type Refusal,
   type TransferRequest,
 } from './receiver.js';
+import { foldsCase } from './case-folding.js';
+import { caseFoldKey } from './names.js';
 import { removeStaleLeftovers, type Leftover } from './staged-file.js';
 import { formatBytes } from './units.js';
 
@@ -98,13 +100,15 @@ export class ServeReceiver {
   readonly #options: ServeOptions;
   readonly #admission: Admission;
   readonly #connections = new Map<number, LiveConnection>();
-  /** Transfers in flight, each with what it still has to write. */
-  readonly #inFlight = new Set<TransferRequest>();
+  /** Transfers in flight (each knows what it still has to write), with the key of their path. */
+  readonly #inFlight = new Map<TransferRequest, string>();
   /** Target path -> transfers writing it (more than one only under overwrite). */
   readonly #pathsInFlight = new Map<string, number>();
   /** Host -> transfers in flight from it. */
   readonly #transfersPerHost = new Map<string, number>();
   readonly #sweeper: NodeJS.Timeout | undefined;
+  /** Whether the folder treats "A.txt" and "a.txt" as one file: names in flight are then keyed by their fold. */
+  #foldsCase = false;
   #nextId = 1;
   #stopping = false;
 
@@ -122,6 +126,9 @@ export class ServeReceiver {
     // a listener the process would crash; with one, the server keeps listening.
     server.on('error', (error: NodeJS.ErrnoException) => {
       (options.log ?? silentLog).warn({ event: 'accept-error', code: error.code }, `could not accept a connection (${error.code ?? error.message}); still serving`);
+    });
+    void foldsCase(options.folder).then((folds) => {
+      this.#foldsCase = folds;
     });
     const maxAgeMs = options.partialMaxAgeMs ?? 0;
     if (maxAgeMs > 0) {
@@ -232,30 +239,38 @@ export class ServeReceiver {
         if ((this.#transfersPerHost.get(host) ?? 0) >= perHost) {
           return { reason: 'busy', message: `your address already has ${perHost} transfers in progress, its limit; try again when one has finished` };
         }
-        if (this.#pathsInFlight.has(request.path) && this.#options.onConflict !== 'overwrite') {
+        const pathKey = this.#pathKey(request.path);
+        if (this.#pathsInFlight.has(pathKey) && this.#options.onConflict !== 'overwrite') {
           return { reason: 'exists', message: 'a file of that name is being received right now; send under another name (--name)' };
         }
         if (request.freeBytes !== undefined && request.size + this.#stillToWrite() > request.freeBytes) {
           return { reason: 'no-space', message: `not enough free space on the receiver for ${formatBytes(request.size)} besides the transfers in progress; try again later` };
         }
-        this.#inFlight.add(request);
+        this.#inFlight.set(request, pathKey);
         adjustCount(this.#transfersPerHost, host, +1);
-        adjustCount(this.#pathsInFlight, request.path, +1);
+        adjustCount(this.#pathsInFlight, pathKey, +1);
         return undefined;
       },
       release: (request: TransferRequest) => {
-        if (!this.#inFlight.delete(request)) return;
+        const pathKey = this.#inFlight.get(request);
+        if (pathKey === undefined) return;
+        this.#inFlight.delete(request);
         adjustCount(this.#transfersPerHost, host, -1);
-        adjustCount(this.#pathsInFlight, request.path, -1);
+        adjustCount(this.#pathsInFlight, pathKey, -1);
       },
-      isInFlight: (path) => this.#pathsInFlight.has(path),
+      isInFlight: (path) => this.#pathsInFlight.has(this.#pathKey(path)),
     };
+  }
+
+  /** How a target path is known among those in flight: by its case fold where the folder folds case. */
+  #pathKey(path: string): string {
+    return this.#foldsCase ? caseFoldKey(path) : path;
   }
 
   /** Bytes the transfers in flight have still to write: what free space must keep for them. */
   #stillToWrite(): number {
     let bytes = 0;
-    for (const request of this.#inFlight) bytes += Math.max(0, request.size - request.bytesWritten());
+    for (const request of this.#inFlight.keys()) bytes += Math.max(0, request.size - request.bytesWritten());
     return bytes;
   }
 }

@@ -42,3 +42,12 @@ export function formatProgress(done: number, total: number): string {
   const percent = total > 0 ? Math.floor((done / total) * 100) : 100;
   return `${formatBytes(done)} of ${formatBytes(total)} (${percent}%)`;
 }
+
+/** Parses a duration: "90" or "90s" (seconds), "30m", "36h", "7d"; undefined if it is not one. */
+export function parseDuration(text: string): number | undefined {
+  const match = /^(\d+(?:\.\d+)?)\s*([smhd]?)$/i.exec(text.trim());
+  if (!match) return undefined;
+  const unitSeconds = { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[(match[2] ?? '').toLowerCase()] ?? 1;
+  const ms = Math.round(Number(match[1]) * unitSeconds * 1000);
+  return Number.isSafeInteger(ms) ? ms : undefined;
+}

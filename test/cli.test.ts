@@ -192,16 +192,23 @@ describe('errors users hit: one line, documented exit code, nothing left behind'
     expect(errorLine(run.stderr())).toMatch(/cannot save into \/no\/such\/folder: no such file or folder/);
   });
 
-  it('garbage instead of a header: the receiver exits 4 and keeps no file', async () => {
+  // Regression (issue 10): `printf 'GET / HTTP/1.0\r\n\r\n' | nc host 9999` ended a waiting
+  // `ftx recv out.bin` with exit 4 and "frame Greeting declares 1163141167 bytes": any host
+  // on the LAN could kill a receiver. A stray client is told, logged, and the wait goes on.
+  it('a stray HTTP request does not end a waiting receiver: it is logged in plain words, and the real file still arrives', async () => {
     const folder = await tempFolder();
     const recv = await startRecvCli([join(folder, 'out.bin')]);
     const peer = await rawPeer(recv.port);
-    await peer.write('hello, is this the backup box?\n');
+    await peer.write('GET / HTTP/1.0\r\n\r\n');
     const error = await peer.nextFrame(FrameType.Error);
-    expect(JSON.parse(error.payload.toString())).toMatchObject({ code: 'FTX_ERR_PROTOCOL' });
-    expect(await recv.exit).toBe(4);
-    expect(summaryOf(recv)).toMatchObject({ ok: false, exitCode: 4, error: { code: 'FTX_ERR_PROTOCOL' } });
+    expect(JSON.parse(error.payload.toString())).toMatchObject({ code: 'FTX_ERR_PROTOCOL', message: expect.stringMatching(/does not speak ftx: it sent "GET \/ HTTP\/1\.0.*an HTTP client/) });
+    const logged = await recv.waitForLog((record) => record.code === 'FTX_ERR_PROTOCOL');
+    expect(logged.msg).toMatch(/does not speak ftx.*still waiting/);
     expect(await listFolder(folder)).toEqual([]);
+    const send = runCli(['send', FIXTURE_JPEG, `127.0.0.1:${recv.port}`]);
+    expect(await send.exit).toBe(0);
+    expect(await recv.exit).toBe(0);
+    expect(await listFolder(folder)).toEqual(['out.bin']);
   });
 
   it('a sender that goes silent: the receiver times out (7) and keeps no file', async () => {

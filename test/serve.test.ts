@@ -26,6 +26,9 @@ async function startServe(options: Partial<ServeOptions> & { folder: string }) {
     maxConns: 64,
     onConflict: 'refuse',
     idleTimeoutMs: 5_000,
+    // Every sender here is 127.0.0.1: the per-address limits are tested on their own (hostile.test.ts).
+    perHostConnections: 1000,
+    perHostTransfers: 1000,
     onConnectionEnd: (id, _peer, outcome) => ended.push({ id, outcome }),
     ...options,
   });
