@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TEMP_PREFIX, TEMP_SUFFIX } from './staged-file.js';
+import { CASE_PROBE_PREFIX, TEMP_SUFFIX } from './staged-file.js';
 
 /**
  * Creates a uniquely named empty file in `folder` (exclusively, so it never touches an
@@ -24,7 +24,7 @@ import { TEMP_PREFIX, TEMP_SUFFIX } from './staged-file.js';
  */
 export async function foldsCase(folder: string): Promise<boolean> {
   // Lowercase letters in both the fixed part and (usually) the random part.
-  const probeName = `${TEMP_PREFIX}ftx-case-probe.${randomBytes(4).toString('hex')}${TEMP_SUFFIX}`;
+  const probeName = `${CASE_PROBE_PREFIX}${randomBytes(4).toString('hex')}${TEMP_SUFFIX}`;
   const probePath = join(folder, probeName);
   let created = false;
   try {

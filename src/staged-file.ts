@@ -27,6 +27,8 @@ import { localIoError } from './errors.js';
 /** Prefix and suffix of temporary files, so a leftover from a crash is easy to spot. */
 export const TEMP_PREFIX = '.';
 export const TEMP_SUFFIX = '.ftx-part';
+/** Start of the case-folding probe's name (case-folding.ts): a temporary file, but no transfer's. */
+export const CASE_PROBE_PREFIX = `${TEMP_PREFIX}ftx-case-probe.`;
 
 /**
  * Bytes a writer buffers before pushing back on the socket. 1 MiB: a single transfer
@@ -135,7 +137,8 @@ export async function removeStaleLeftovers(folder: string, maxAgeMs: number, now
   const kept: Leftover[] = [];
   for (const leftover of await findLeftovers(folder)) {
     if (now - leftover.modified.getTime() < maxAgeMs) {
-      kept.push(leftover);
+      // A young case probe is a receiver starting up right now, not a cut transfer.
+      if (!basename(leftover.path).startsWith(CASE_PROBE_PREFIX)) kept.push(leftover);
       continue;
     }
     try {

@@ -189,3 +189,56 @@ describe('ftx ping', () => {
     expect(await refused.exit).toBe(3);
   });
 });
+
+/** A server that greets with `banner` and then waits, as SSH and SMTP servers do. */
+async function bannerServer(banner: string) {
+  const { createServer } = await import('node:net');
+  const received: Buffer[] = [];
+  const server = createServer((socket) => {
+    socket.on('error', () => {});
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    socket.write(banner);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  return { port, received, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+// Regression (issue 10): any text greeting counted as a classic receiver. Against an SSH
+// server `ftx send` warned it "speaks the classic tutorial protocol" and sent the file
+// anyway, and `ftx ping` exited 0: the README's cron health check read a wrong port as up.
+describe('only the tutorial greeting counts as a classic receiver', () => {
+  it('ftx ping against an SSH banner exits 4: not an ftx receiver', async () => {
+    const ssh = await bannerServer('SSH-2.0-OpenSSH_9.6\r\n');
+    try {
+      const pinged = runCli(['ping', `127.0.0.1:${ssh.port}`, '--timeout', '5']);
+      expect(await pinged.exit).toBe(4);
+      expect(pinged.stdout()).toBe('');
+      expect(pinged.logs().find((record) => record.level === 50)?.msg).toBe('the receiver is not an ftx receiver (it greeted "SSH-2.0-OpenSSH_9.6"); check the host and port');
+    } finally {
+      await ssh.close();
+    }
+  });
+
+  it('ftx send to an SSH banner exits 4 and sends nothing of the file', async () => {
+    const ssh = await bannerServer('SSH-2.0-OpenSSH_9.6\r\n');
+    try {
+      const sent = runCli(['send', FIXTURE_JPEG, `127.0.0.1:${ssh.port}`, '--json', '--timeout', '5']);
+      expect(await sent.exit).toBe(4);
+      expect(summaryOf(sent)).toMatchObject({ ok: false, exitCode: 4, error: { code: 'FTX_ERR_PROTOCOL', message: expect.stringMatching(/not an ftx receiver/) } });
+      expect(Buffer.concat(ssh.received).length).toBe(0);
+    } finally {
+      await ssh.close();
+    }
+  });
+
+  it('a greeting that only starts like the tutorial\'s ("welcome to conair, friend") is not one either', async () => {
+    const impostor = await bannerServer('welcome to conair, friend\n');
+    try {
+      const pinged = runCli(['ping', `127.0.0.1:${impostor.port}`, '--timeout', '5']);
+      expect(await pinged.exit).toBe(4);
+    } finally {
+      await impostor.close();
+    }
+  });
+});

@@ -37,6 +37,7 @@ import { SOFTWARE } from '../src/version.js';
 import { FTX_BIN, runCli, startRecvCli, summaryOf, type CliRun } from './helpers/cli.js';
 import { startFaultProxy, type FaultPlan, type FaultProxy } from './helpers/fault-proxy.js';
 import { expectSameFile, listFolder, randomFile, sha256Of, tempFolder } from './helpers/files.js';
+import { canMount, mountTmpfs } from './helpers/mounts.js';
 import { sendTo, startReceiver } from './helpers/loopback.js';
 import { seededRandom } from './helpers/random.js';
 import { headerFrame, parseFrame, rawPeer, type RawPeer } from './helpers/raw-peer.js';
@@ -59,12 +60,10 @@ const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex
 
 const children: CliRun[] = [];
 const proxies: FaultProxy[] = [];
-const mounts: string[] = [];
 
 afterEach(async () => {
   for (const run of children.splice(0)) if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill('SIGKILL');
   await Promise.all(proxies.splice(0).map((proxy) => proxy.close().catch(() => {})));
-  for (const mountPoint of mounts.splice(0)) execFileSync('umount', ['-l', mountPoint]);
 });
 
 function cli(args: string[]): CliRun {
@@ -115,24 +114,8 @@ function errorOf(run: CliRun): string {
   return String(record?.msg ?? run.stderr());
 }
 
-function canMount(): boolean {
-  if (process.getuid?.() !== 0) return false;
-  try {
-    execFileSync('mount', ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 const ROOT_WITH_MOUNT = canMount();
-
-/** A fresh tmpfs (rw unless asked), unmounted after the test. */
-async function tmpfs(options = 'size=4m'): Promise<string> {
-  const mountPoint = await tempFolder('ftx-tmpfs-');
-  execFileSync('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', mountPoint]);
-  mounts.push(mountPoint);
-  return mountPoint;
-}
+const tmpfs = mountTmpfs;
 
 // ---------------------------------------------------------------------------------------
 // 1. Through the fault proxy

@@ -18,8 +18,10 @@ export interface CliRun {
 
 const SIGNAL_NUMBERS: Record<string, number> = { SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
 
-export function runCli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): CliRun {
-  const child = spawn(process.execPath, [FTX_BIN, ...args], {
+/** `prefix`: a command to run the CLI under (e.g. ['prlimit', '--nofile=48:48']). */
+export function runCli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; prefix?: string[] } = {}): CliRun {
+  const [command, ...commandArgs] = [...(options.prefix ?? []), process.execPath, FTX_BIN, ...args] as [string, ...string[]];
+  const child = spawn(command, commandArgs, {
     cwd: options.cwd,
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],

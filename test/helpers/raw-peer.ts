@@ -18,8 +18,9 @@ export interface RawPeer {
   closed: Promise<void>;
 }
 
-export async function rawPeer(port: number, host = '127.0.0.1'): Promise<RawPeer> {
-  const socket = connect({ host, port });
+/** `localAddress`: connect from this loopback address (127.0.0.0/8), for per-address limits. */
+export async function rawPeer(port: number, host = '127.0.0.1', localAddress?: string): Promise<RawPeer> {
+  const socket = connect({ host, port, ...(localAddress === undefined ? {} : { localAddress }) });
   await once(socket, 'connect');
   const decoder = new FrameDecoder();
   const frames: Frame[] = [];
