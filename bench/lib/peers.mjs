@@ -56,7 +56,7 @@ export function definePeers({ root, nc, python, timeBinary }) {
     selfReport(sender, receiver) {
       const received = lastJson(receiver.stdout);
       const sent = lastJson(sender.stdout);
-      return { recvSeconds: received?.seconds ?? null, recvMbps: received?.mbps ?? null, sendSeconds: sent?.seconds ?? null, sendMbps: sent?.mbps ?? null };
+      return { recvSeconds: received?.seconds ?? null, recvMbps: perSecondToMB(received?.bytesPerSecond), sendSeconds: sent?.seconds ?? null, sendMbps: perSecondToMB(sent?.bytesPerSecond) };
     },
   });
 
@@ -170,4 +170,9 @@ async function waitForListener(port, proc, what) {
     await delay(5);
   }
   throw new Error(`${what}: nothing listening on port ${port} after ${READY_TIMEOUT_MS / 1000} s`);
+}
+
+/** ftx's --json summary gives bytesPerSecond; the bench reports MB/s (1e6 bytes). */
+function perSecondToMB(bytesPerSecond) {
+  return typeof bytesPerSecond === 'number' ? bytesPerSecond / 1e6 : null;
 }
