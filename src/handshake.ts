@@ -211,7 +211,13 @@ export async function readReceipt(channel: Channel): Promise<Receipt> {
 }
 
 export async function readPong(channel: Channel): Promise<Pong> {
-  return decodePong(await readFrameSkippingKeepAlives(channel, 'an answer to the ping'));
+  const frame = await readFrameSkippingKeepAlives(channel, 'an answer to the ping');
+  // A receiver that turns the connection away (too many from this address) says so at once.
+  if (frame.type === FrameType.Refuse) {
+    const refusal = decodeRefuse(frame);
+    throw new RefusedError(refusal.reason, `the receiver refused the connection: ${refusal.message}`);
+  }
+  return decodePong(frame);
 }
 
 async function readFrameSkippingKeepAlives(channel: Channel, expected: string): Promise<Frame> {
