@@ -34,6 +34,18 @@ describe('pickFreeName: the first free numbered name, in a few probes', () => {
     }
   });
 
+  // Regression (issue 10): each "-N" was tried in turn, a thousand link() calls for a
+  // thousand copies. The search doubles, then bisects: about 2·log2(n) probes.
+  it('after 1000 numbered copies it probes about 20 names, not 1000', async () => {
+    const folder = await tempFolder();
+    await writeFile(join(folder, 'db.dump'), '');
+    await Promise.all(Array.from({ length: 1000 }, (_, i) => writeFile(join(folder, `db-${i + 1}.dump`), '')));
+    let probes = 0;
+    const picked = await pickFreeName(join(folder, 'db.dump'), () => (probes++, false));
+    expect(picked).toBe(join(folder, 'db-1001.dump'));
+    expect(probes).toBeLessThanOrEqual(2 * Math.ceil(Math.log2(1001)) + 2);
+  });
+
   it('with holes it still finds a free name right after a taken one', async () => {
     const folder = await tempFolder();
     for (const n of [0, 1, 2, 3, 5, 6, 7, 8]) await writeFile(join(folder, n === 0 ? 'x' : `x-${n}`), '');
