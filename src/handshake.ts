@@ -12,7 +12,7 @@
  * See PROTOCOL.md for the bytes. Errors from the peer arrive as Error frames and are
  * turned into the matching local error class here, so both sides report the same story.
  */
-import type { Channel } from './channel.js';
+import type { Channel } from './protocol/channel.js';
 import {
   ConnectionLostError,
   FtxError,
@@ -44,8 +44,8 @@ import {
   type Pong,
   type Receipt,
   type Trailer,
-} from './messages.js';
-import { SOFTWARE } from './version.js';
+} from './protocol/messages.js';
+import { SOFTWARE } from './util/version.js';
 
 /** How the first bytes of a sender's opening are classified. */
 export type Opening =

@@ -20,7 +20,7 @@ import type { Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { Channel, type RateFloor } from './channel.js';
+import { Channel, type RateFloor } from './protocol/channel.js';
 import {
   ConnectionLostError,
   FtxError,
@@ -44,16 +44,16 @@ import {
   sendReceipt,
   sendRefuse,
 } from './handshake.js';
-import { silentLog, type Log } from './log.js';
-import { nudgeGarbageCollector } from './gc-nudge.js';
-import { createHasher } from './hashing.js';
-import { boundedText, ctime, jsonFrame, MAX_NAME_BYTES, PROTOCOL_NAME, PROTOCOL_VERSION, type HashAlgorithm, type Header, type Ping, type Protocol } from './messages.js';
-import { canonicalName, isDotFile, problemWithName } from './names.js';
-import { remoteOf } from './net.js';
-import { CLASSIC_ACK, readClassicSize } from './classic.js';
-import { isNameTaken, pickFreeName, StagedFile, type ConflictPolicy } from './staged-file.js';
-import { formatBytes } from './units.js';
-import { SOFTWARE } from './version.js';
+import { silentLog, type Log } from './util/log.js';
+import { nudgeGarbageCollector } from './util/gc-nudge.js';
+import { createHasher } from './digest/registry.js';
+import { boundedText, ctime, jsonFrame, MAX_NAME_BYTES, PROTOCOL_NAME, PROTOCOL_VERSION, type HashAlgorithm, type Header, type Ping, type Protocol } from './protocol/messages.js';
+import { canonicalName, isDotFile, problemWithName } from './fs/names.js';
+import { remoteOf } from './transport/tcp.js';
+import { CLASSIC_ACK, readClassicSize } from './protocol/classic.js';
+import { isNameTaken, pickFreeName, StagedFile, type ConflictPolicy } from './fs/staged-file.js';
+import { formatBytes } from './util/units.js';
+import { SOFTWARE } from './util/version.js';
 
 /** After an error, how long to keep reading (and dropping) the peer's bytes so it can read ours. */
 const LINGER_MS = 2_000;

@@ -13,8 +13,8 @@ import { open, stat, type FileHandle } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { basename } from 'node:path';
 import type { Duplex } from 'node:stream';
-import { Channel } from './channel.js';
-import { awaitClassicClose, classicAnnounce, readClassicGreeting } from './classic.js';
+import { Channel } from './protocol/channel.js';
+import { awaitClassicClose, classicAnnounce, readClassicGreeting } from './protocol/classic.js';
 import {
   ConnectionLostError,
   FtxError,
@@ -27,15 +27,15 @@ import {
   TimeoutError,
   UnverifiedError,
 } from './errors.js';
-import { pumpFile } from './file-pump.js';
+import { pumpFile } from './fs/file-pump.js';
 import { FrameType } from './framing.js';
 import { errorFrame, readDecision, readGreeting, readReceipt, sendHeader, sendTrailer } from './handshake.js';
-import type { Log } from './log.js';
-import { createHasher } from './hashing.js';
-import type { HashAlgorithm, Protocol, Receipt } from './messages.js';
-import { remoteOf } from './net.js';
-import { problemWithName } from './names.js';
-import { formatProgress } from './units.js';
+import type { Log } from './util/log.js';
+import { createHasher } from './digest/registry.js';
+import type { HashAlgorithm, Protocol, Receipt } from './protocol/messages.js';
+import { remoteOf } from './transport/tcp.js';
+import { problemWithName } from './fs/names.js';
+import { formatProgress } from './util/units.js';
 
 /** After the data pipe fails, how long to wait for the receiver's explanation. */
 const EXPLANATION_WAIT_MS = 1_000;

@@ -4,7 +4,7 @@
  * the same rules under attack over real sockets are in hostile.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { Admission, hostKey } from '../src/admission.js';
+import { Admission, hostKey } from '../src/transport/admission.js';
 
 describe('hostKey: what one "host" is for the per-address limits', () => {
   it('is the IPv4 address itself, also when it comes IPv4-mapped from a dual-stack socket', () => {

@@ -6,8 +6,8 @@
 import { lstat, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { foldsCase } from '../src/case-folding.js';
-import { canonicalName, caseFoldKey, isDotFile, problemWithName } from '../src/names.js';
+import { foldsCase } from '../src/fs/case-folding.js';
+import { canonicalName, caseFoldKey, isDotFile, problemWithName } from '../src/fs/names.js';
 import { exfatUnavailable, mountExfat, type ExfatMount } from './helpers/exfat.js';
 import { tempFolder } from './helpers/files.js';
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { UsageError } from '../src/errors.js';
-import { addressesToAnnounce, formatHostPort, parseHostPort, parsePort } from '../src/net.js';
+import { addressesToAnnounce, formatHostPort, parseHostPort, parsePort } from '../src/transport/tcp.js';
 import { runCli, startRecvCli } from './helpers/cli.js';
 import { expectSameFile, tempFolder } from './helpers/files.js';
 import { join } from 'node:path';

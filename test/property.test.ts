@@ -13,8 +13,8 @@ import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { Channel } from '../src/channel.js';
-import { readClassicSize } from '../src/classic.js';
+import { Channel } from '../src/protocol/channel.js';
+import { readClassicSize } from '../src/protocol/classic.js';
 import { ProtocolError } from '../src/errors.js';
 import {
   encodeFrame,
@@ -36,8 +36,8 @@ import {
   decodeReceipt,
   decodeRefuse,
   decodeTrailer,
-} from '../src/messages.js';
-import { canonicalName, caseFoldKey, problemWithName } from '../src/names.js';
+} from '../src/protocol/messages.js';
+import { canonicalName, caseFoldKey, problemWithName } from '../src/fs/names.js';
 import { seededRandom } from './helpers/random.js';
 
 const SEED = 20261130;

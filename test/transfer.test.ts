@@ -17,8 +17,8 @@ import {
   TimeoutError,
 } from '../src/errors.js';
 import { encodeFrame, FrameType } from '../src/framing.js';
-import { jsonFrame } from '../src/messages.js';
-import { connect } from '../src/net.js';
+import { jsonFrame } from '../src/protocol/messages.js';
+import { connect } from '../src/transport/tcp.js';
 import { expectSameFile, listFolder, randomFile, sha256Of, tempFolder } from './helpers/files.js';
 import { expectStillWaiting, sendTo, startReceiver } from './helpers/loopback.js';
 import { headerFrame, parseFrame, rawPeer } from './helpers/raw-peer.js';

@@ -7,7 +7,7 @@
 import { once } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
 import { FrameType } from '../../src/framing.js';
-import { jsonFrame } from '../../src/messages.js';
+import { jsonFrame } from '../../src/protocol/messages.js';
 
 export interface FakeConnection {
   socket: Socket;

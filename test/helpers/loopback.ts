@@ -1,9 +1,9 @@
 /** In-process sender and receiver over real loopback sockets. */
 import type { Server } from 'node:net';
 import { afterEach, expect } from 'vitest';
-import { connect, listen } from '../../src/net.js';
-import { ping } from '../../src/ping.js';
-import { receiveOne, type ReceiveOneOptions } from '../../src/receive-one.js';
+import { connect, listen } from '../../src/transport/tcp.js';
+import { ping } from '../../src/api/ping.js';
+import { receiveOne, type ReceiveOneOptions } from '../../src/api/receive.js';
 import type { ReceiveResult } from '../../src/receiver.js';
 import { openSource, sendFile, type SendOptions, type SendResult } from '../../src/sender.js';
 

@@ -5,7 +5,7 @@
 import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { FrameDecoder, FrameType, type Frame } from '../../src/framing.js';
-import { jsonFrame } from '../../src/messages.js';
+import { jsonFrame } from '../../src/protocol/messages.js';
 
 export interface RawPeer {
   socket: Socket;

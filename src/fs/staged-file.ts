@@ -22,7 +22,7 @@ import { constants } from 'node:fs';
 import { Writable } from 'node:stream';
 import { link, lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { localIoError } from './errors.js';
+import { localIoError } from '../errors.js';
 
 /** Prefix and suffix of temporary files, so a leftover from a crash is easy to spot. */
 export const TEMP_PREFIX = '.';

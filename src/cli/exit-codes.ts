@@ -2,7 +2,7 @@
  * The one table from error codes to process exit codes. README.md documents it;
  * scripts depend on it, so a number never changes meaning.
  */
-import type { FtxErrorCode } from './errors.js';
+import type { FtxErrorCode } from '../errors.js';
 
 export const EXIT_OK = 0;
 /** A bug in ftx: an error it did not expect. */

@@ -10,7 +10,7 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
-import { localIoError } from './errors.js';
+import { localIoError } from '../errors.js';
 
 /** Large reads: with 64 KiB reads, thread-pool round trips rather than the network cap the rate. */
 export const CHUNK_BYTES = 1024 * 1024;

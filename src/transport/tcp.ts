@@ -4,7 +4,7 @@
  */
 import { connect as netConnect, createServer, isIPv6, type Server, type Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { ConnectError, InterruptedError, ListenError, UsageError } from './errors.js';
+import { ConnectError, InterruptedError, ListenError, UsageError } from '../errors.js';
 
 export const DEFAULT_PORT = 9999;
 

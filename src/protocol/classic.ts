@@ -14,8 +14,8 @@
  * - The client closes right after its last byte; that close is success.
  */
 import type { Channel } from './channel.js';
-import { ConnectionLostError, ProtocolError } from './errors.js';
-import { isAsciiDigit } from './handshake.js';
+import { ConnectionLostError, ProtocolError } from '../errors.js';
+import { isAsciiDigit } from '../handshake.js';
 
 export const CLASSIC_GREETING = 'welcome to conair';
 export const CLASSIC_ACK = 'ko';

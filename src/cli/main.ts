@@ -4,17 +4,17 @@
  * --json line on stdout) and its exit code. Nothing below the CLI prints or exits.
  */
 import yargs, { type Argv } from 'yargs';
-import { createOutput, escapeForTerminal, type Output } from './cli-output.js';
-import type { CommonArgs, Interruption, PingArgs, RecvArgs, SendArgs } from './cli-run.js';
-import { FtxError, InterruptedError, isFtxError, UsageError } from './errors.js';
+import { createOutput, escapeForTerminal, type Output } from './output.js';
+import type { CommonArgs, Interruption, PingArgs, RecvArgs, SendArgs } from './commands.js';
+import { FtxError, InterruptedError, isFtxError, UsageError } from '../errors.js';
 import { EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_SIGTERM } from './exit-codes.js';
-import { enableGarbageNudges } from './gc-nudge.js';
-import { DEFAULT_PORT, parseHostPort, parsePort } from './net.js';
-import { DEFAULT_MAX_CONNS } from './serve-defaults.js';
-import { HASH_ALGORITHMS, type HashAlgorithm } from './messages.js';
-import { DEFAULT_PER_HOST_CONNECTIONS } from './admission.js';
-import { parseByteSize, parseDuration } from './units.js';
-import { VERSION } from './version.js';
+import { enableGarbageNudges } from '../util/gc-nudge.js';
+import { DEFAULT_PORT, parseHostPort, parsePort } from '../transport/tcp.js';
+import { DEFAULT_MAX_CONNS } from '../defaults.js';
+import { HASH_ALGORITHMS, type HashAlgorithm } from '../protocol/messages.js';
+import { DEFAULT_PER_HOST_CONNECTIONS } from '../transport/admission.js';
+import { parseByteSize, parseDuration } from '../util/units.js';
+import { VERSION } from '../util/version.js';
 
 /** Longest wait a Node timer can hold (2^31 - 1 ms); longer ones would fire at once. */
 const MAX_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
@@ -195,7 +195,7 @@ export async function main(argv: string[]): Promise<number> {
   });
   const interruption = watchSignals();
   try {
-    const { runPing, runRecv, runSend, runServe } = await import('./cli-run.js');
+    const { runPing, runRecv, runSend, runServe } = await import('./commands.js');
     const recvArgs = {
       ...(parsed as unknown as RecvArgs),
       grace: parsed.grace ?? DEFAULT_GRACE_SECONDS,

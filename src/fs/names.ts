@@ -12,7 +12,7 @@
  * Pure: no file system here. Probes of the target file system (does it fold case?)
  * live in case-folding.ts.
  */
-import { MAX_NAME_BYTES } from './messages.js';
+import { MAX_NAME_BYTES } from '../protocol/messages.js';
 import { isTemporaryName } from './staged-file.js';
 
 /** Names Windows reserves in any folder, with or without an extension. */

@@ -4,11 +4,11 @@
  * decides which outcomes end the wait.
  */
 import type { Server, Socket } from 'node:net';
-import { Admission } from './admission.js';
-import { interruptionOf, LocalIoError, RefusedError, TimeoutError, type FtxError } from './errors.js';
-import { silentLog } from './log.js';
-import { remoteOf } from './net.js';
-import { handleConnection, refuseConnection, type ConnectionPolicy, type ReceiveOptions, type ReceiveResult } from './receiver.js';
+import { Admission } from '../transport/admission.js';
+import { interruptionOf, LocalIoError, RefusedError, TimeoutError, type FtxError } from '../errors.js';
+import { silentLog } from '../util/log.js';
+import { remoteOf } from '../transport/tcp.js';
+import { handleConnection, refuseConnection, type ConnectionPolicy, type ReceiveOptions, type ReceiveResult } from '../receiver.js';
 
 /**
  * Accepts connections on `server` until one file has been received, then closes it.

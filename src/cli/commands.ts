@@ -7,12 +7,12 @@ import { constants } from 'node:fs';
 import { access, lstat, stat } from 'node:fs/promises';
 import type { Server } from 'node:net';
 import { basename, dirname, resolve as resolvePath, sep } from 'node:path';
-import { escapeForTerminal, type LogFormat, type LogLevel, type Output, type Progress, type TransferBoard } from './cli-output.js';
-import { InterruptedError, localIoError, LocalIoError, RefusedError, UsageError } from './errors.js';
-import type { HashAlgorithm } from './messages.js';
-import { addressesToAnnounce, connect, formatHostPort, listen, type HostPort } from './net.js';
-import { removeStaleLeftovers, type ConflictPolicy, type Leftover } from './staged-file.js';
-import { bytesPerSecond, formatBytes, formatRate, plural } from './units.js';
+import { escapeForTerminal, type LogFormat, type LogLevel, type Output, type Progress, type TransferBoard } from './output.js';
+import { InterruptedError, localIoError, LocalIoError, RefusedError, UsageError } from '../errors.js';
+import type { HashAlgorithm } from '../protocol/messages.js';
+import { addressesToAnnounce, connect, formatHostPort, listen, type HostPort } from '../transport/tcp.js';
+import { removeStaleLeftovers, type ConflictPolicy, type Leftover } from '../fs/staged-file.js';
+import { bytesPerSecond, formatBytes, formatRate, plural } from '../util/units.js';
 
 export interface CommonArgs {
   timeout: number;
@@ -65,7 +65,7 @@ export interface Interruption {
 }
 
 export async function runRecv(args: RecvArgs, output: Output, signal: AbortSignal): Promise<Summary> {
-  const { receiveOne } = await import('./receive-one.js');
+  const { receiveOne } = await import('../api/receive.js');
   const port = args.port;
   const maxSize = args['max-size'];
   const target = resolvePath(args.target);
@@ -135,7 +135,7 @@ function conflictPolicy(args: RecvArgs): ConflictPolicy {
 
 /** Serve mode: runs until Ctrl-C/SIGTERM/SIGHUP, then drains (see ServeReceiver.shutdown). */
 export async function runServe(args: RecvArgs, output: Output, interruption: Interruption): Promise<Summary> {
-  const { ServeReceiver } = await import('./serve.js');
+  const { ServeReceiver } = await import('../api/serve.js');
   const folder = resolvePath(args.target);
   const folderStats = await stat(folder).catch((error: unknown) => {
     throw localIoError(error, 'serve into', folder);
@@ -227,7 +227,7 @@ export async function runServe(args: RecvArgs, output: Output, interruption: Int
 }
 
 export async function runSend(args: SendArgs, output: Output, signal: AbortSignal): Promise<Summary> {
-  const { openSource, sendFile } = await import('./sender.js');
+  const { openSource, sendFile } = await import('../sender.js');
   const destination = args.destination;
   const source = await openSource(args.file, args.name);
   let progress: Progress | undefined;
@@ -271,7 +271,7 @@ export async function runSend(args: SendArgs, output: Output, signal: AbortSigna
 }
 
 export async function runPing(args: PingArgs, output: Output, signal: AbortSignal): Promise<Summary> {
-  const { ping } = await import('./ping.js');
+  const { ping } = await import('../api/ping.js');
   const peer = formatHostPort(args.destination);
   const socket = await connect(args.destination, { timeoutMs: args.timeout * 1000, signal });
   const result = await ping(socket, args.message, { idleTimeoutMs: args.timeout * 1000 });

@@ -4,12 +4,12 @@
  * receiver's file: receivers answer it and keep waiting.
  */
 import type { Duplex } from 'node:stream';
-import { Channel } from './channel.js';
-import { readClassicGreeting } from './classic.js';
-import { ConnectionLostError, FtxError } from './errors.js';
-import { FrameType } from './framing.js';
-import { readGreeting, readPong, sendPing } from './handshake.js';
-import type { Protocol } from './messages.js';
+import { Channel } from '../protocol/channel.js';
+import { readClassicGreeting } from '../protocol/classic.js';
+import { ConnectionLostError, FtxError } from '../errors.js';
+import { FrameType } from '../framing.js';
+import { readGreeting, readPong, sendPing } from '../handshake.js';
+import type { Protocol } from '../protocol/messages.js';
 
 export interface PingResult {
   protocol: Protocol;

@@ -7,7 +7,7 @@
  * ends share a CPU or the link is faster than SHA-256. It is loaded only when asked for.
  */
 import { createHash } from 'node:crypto';
-import type { HashAlgorithm } from './messages.js';
+import type { HashAlgorithm } from '../protocol/messages.js';
 
 export interface Hasher {
   update(chunk: Buffer): void;

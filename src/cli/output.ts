@@ -15,7 +15,7 @@
 import { writeSync } from 'node:fs';
 import type { MultiBar, SingleBar } from 'cli-progress';
 import type { Logger } from 'pino';
-import { formatBytes, plural } from './units.js';
+import { formatBytes, plural } from '../util/units.js';
 
 type CliProgress = typeof import('cli-progress');
 

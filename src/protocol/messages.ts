@@ -3,9 +3,9 @@
  * untrusted bytes: each decoder either returns a fully checked object or throws
  * ProtocolError naming the field that was wrong. PROTOCOL.md documents each shape.
  */
-import { ProtocolError, type FtxErrorCode, type RefusalReason } from './errors.js';
-import { encodeFrame, frameTypeName, FrameType, type Frame, type FrameTypeCode } from './framing.js';
-import { DIGEST_HEX_LENGTH } from './hashing.js';
+import { ProtocolError, type FtxErrorCode, type RefusalReason } from '../errors.js';
+import { encodeFrame, frameTypeName, FrameType, type Frame, type FrameTypeCode } from '../framing.js';
+import { DIGEST_HEX_LENGTH } from '../digest/registry.js';
 
 /** Which protocol a peer speaks: ftx's own, or the classic tutorial's (see classic.ts). */
 export type Protocol = 'ftx' | 'classic';

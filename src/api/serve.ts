@@ -15,11 +15,11 @@
  *   (statfs already counts what it wrote), so nothing is counted twice.
  */
 import type { Server, Socket } from 'node:net';
-import { adjustCount, Admission, DEFAULT_MAX_PENDING, DEFAULT_PER_HOST_CONNECTIONS, type Ticket } from './admission.js';
-import { FtxError, InterruptedError, TimeoutError } from './errors.js';
-import { silentLog } from './log.js';
-import type { Protocol } from './messages.js';
-import { remoteOf } from './net.js';
+import { adjustCount, Admission, DEFAULT_MAX_PENDING, DEFAULT_PER_HOST_CONNECTIONS, type Ticket } from '../transport/admission.js';
+import { FtxError, InterruptedError, TimeoutError } from '../errors.js';
+import { silentLog } from '../util/log.js';
+import type { Protocol } from '../protocol/messages.js';
+import { remoteOf } from '../transport/tcp.js';
 import {
   handleConnection,
   refuseConnection,
@@ -28,13 +28,13 @@ import {
   type ReceiveOptions,
   type Refusal,
   type TransferRequest,
-} from './receiver.js';
-import { foldsCase } from './case-folding.js';
-import { caseFoldKey } from './names.js';
-import { removeStaleLeftovers, type Leftover } from './staged-file.js';
-import { formatBytes } from './units.js';
+} from '../receiver.js';
+import { foldsCase } from '../fs/case-folding.js';
+import { caseFoldKey } from '../fs/names.js';
+import { removeStaleLeftovers, type Leftover } from '../fs/staged-file.js';
+import { formatBytes } from '../util/units.js';
 
-export { DEFAULT_MAX_CONNS } from './serve-defaults.js';
+export { DEFAULT_MAX_CONNS } from '../defaults.js';
 
 /** Transfers in flight at once from one host. */
 export const DEFAULT_PER_HOST_TRANSFERS = 8;

@@ -10,9 +10,9 @@
  */
 import type { Duplex } from 'node:stream';
 import { Socket } from 'node:net';
-import { ConnectionLostError, FtxError, InternalError, TimeoutError } from './errors.js';
-import { FrameDecoder, type Frame } from './framing.js';
-import { formatBytes } from './units.js';
+import { ConnectionLostError, FtxError, InternalError, TimeoutError } from '../errors.js';
+import { FrameDecoder, type Frame } from '../framing.js';
+import { formatBytes } from '../util/units.js';
 
 export interface ChannelOptions {
   /** Destroy the connection after this long without any traffic; 0 disables. */
