@@ -1,11 +1,16 @@
 /**
  * Every failure ftx can report, as one class per kind with a stable `code`.
  *
- * Library code rejects with these; only the CLI turns them into a message line and
- * an exit code (see exit-codes.ts). Messages are written for the person at the
- * terminal: what happened, then what to do about it.
+ * Library code rejects with these; it never prints or exits. Messages say what happened
+ * in the library's own terms; a caller that has knobs of its own (the CLI has flags)
+ * adds its advice from `code`, `reason` and `remedy`, never by parsing the message.
+ *
+ * `isFtxError()` and `instanceof FtxError` recognise errors from any copy of this
+ * package (two versions in one node_modules tree, say): the classes carry a brand
+ * registered with Symbol.for, not only their prototype.
  */
 
+/** Stable identifiers of every kind of failure; scripts and the CLI's exit codes key on them. */
 export type FtxErrorCode =
   | 'FTX_ERR_USAGE'
   | 'FTX_ERR_CONNECT'
@@ -21,19 +26,83 @@ export type FtxErrorCode =
   | 'FTX_ERR_UNVERIFIED'
   | 'FTX_ERR_INTERNAL';
 
+/**
+ * The codes an Error frame may carry on the wire (PROTOCOL.md). The others are local:
+ * a usage error or a failure to connect never reaches the peer.
+ */
+export const WIRE_ERROR_CODES = [
+  'FTX_ERR_PROTOCOL',
+  'FTX_ERR_CONNECTION_LOST',
+  'FTX_ERR_INTEGRITY',
+  'FTX_ERR_TIMEOUT',
+  'FTX_ERR_REMOTE_IO',
+  'FTX_ERR_LOCAL_IO',
+  'FTX_ERR_INTERRUPTED',
+  'FTX_ERR_REFUSED',
+  'FTX_ERR_INTERNAL',
+] as const satisfies readonly FtxErrorCode[];
+
+/** Why a receiver declines a file. Sent on the wire (PROTOCOL.md: Refuse, and Error with FTX_ERR_REFUSED). */
+export const REFUSAL_REASONS = ['exists', 'no-space', 'too-large', 'bad-name', 'busy'] as const;
+export type RefusalReason = (typeof REFUSAL_REASONS)[number];
+
+/**
+ * What would make the failure go away, when it is a setting of the caller's: the CLI
+ * turns each into the flag that does it ("raise --timeout"). Never sent on the wire.
+ */
+export type Remedy =
+  /** The peer is slow, not dead: wait longer. */
+  | 'raise-timeout'
+  /** Send the file under another name. */
+  | 'rename'
+  /** The receiver could allow names that start with a dot. */
+  | 'allow-dotfiles'
+  /** Choose another port. */
+  | 'choose-port'
+  /** Listen on an address of this machine. */
+  | 'check-bind'
+  /** The receiver may replace what is there. */
+  | 'overwrite';
+
+export interface FtxErrorOptions {
+  cause?: unknown;
+  remedy?: Remedy;
+  fromPeer?: boolean;
+}
+
+const BRAND = Symbol.for('ftx.error');
+
 export abstract class FtxError extends Error {
   abstract readonly code: FtxErrorCode;
+  /** What the caller could change to succeed, if anything (see Remedy). */
+  readonly remedy: Remedy | undefined;
+  /** True when the peer reported this failure in an Error frame: the story is the peer's own. */
+  readonly fromPeer: boolean;
 
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(message: string, options?: FtxErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.remedy = options?.remedy;
+    this.fromPeer = options?.fromPeer ?? false;
   }
 
   override get name(): string {
     return this.constructor.name;
   }
+
+  /** Brand check, so `instanceof FtxError` holds for errors of another copy of the package too. */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    if (this !== FtxError) return Function.prototype[Symbol.hasInstance].call(this, value);
+    return isFtxError(value);
+  }
+}
+Object.defineProperty(FtxError.prototype, BRAND, { value: true });
+
+/** True for an error from any copy of ftx (see FtxError). */
+export function isFtxError(error: unknown): error is FtxError {
+  return typeof error === 'object' && error !== null && (error as Record<symbol, unknown>)[BRAND] === true;
 }
 
-/** The command line itself is wrong: a missing argument, a port out of range. */
+/** The call itself is wrong: a missing argument, a port out of range. */
 export class UsageError extends FtxError {
   readonly code = 'FTX_ERR_USAGE';
 }
@@ -58,15 +127,12 @@ export class ConnectionLostError extends FtxError {
   readonly code = 'FTX_ERR_CONNECTION_LOST';
 }
 
-/** Why a receiver declines a file before any data moves. Sent on the wire (PROTOCOL.md). */
-export type RefusalReason = 'exists' | 'no-space' | 'too-large' | 'bad-name' | 'busy';
-
-/** The receiver declined the file before any data was sent. */
+/** The receiver declined the file: before any data (a Refuse), or after it (the name was taken meanwhile). */
 export class RefusedError extends FtxError {
   readonly code = 'FTX_ERR_REFUSED';
   readonly reason: RefusalReason;
 
-  constructor(reason: RefusalReason, message: string, options?: { cause?: unknown }) {
+  constructor(reason: RefusalReason, message: string, options?: FtxErrorOptions) {
     super(message, options);
     this.reason = reason;
   }
@@ -77,7 +143,7 @@ export class IntegrityError extends FtxError {
   readonly code = 'FTX_ERR_INTEGRITY';
 }
 
-/** The peer stopped talking for longer than --timeout allows. */
+/** The peer stopped talking, or moved too slowly, for longer than the timeout allows. */
 export class TimeoutError extends FtxError {
   readonly code = 'FTX_ERR_TIMEOUT';
 }
@@ -85,24 +151,17 @@ export class TimeoutError extends FtxError {
 /** Reading or writing a file on this machine failed. */
 export class LocalIoError extends FtxError {
   readonly code = 'FTX_ERR_LOCAL_IO';
-  /** The errno code from node:fs, when there was one (ENOENT, ENOSPC, ...). */
-  readonly syscallCode: string | undefined;
-
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    const cause = options?.cause as NodeJS.ErrnoException | undefined;
-    this.syscallCode = typeof cause?.code === 'string' ? cause.code : undefined;
-  }
 }
 
-/** The receiver failed to store the file after accepting it (its disk is full, ...). */
+/** The receiver failed to store the file after accepting it (its disk is full, or a bug). */
 export class RemoteIoError extends FtxError {
   readonly code = 'FTX_ERR_REMOTE_IO';
 }
 
-/** The user interrupted (Ctrl-C, SIGTERM). */
+/** The work was stopped from outside: an AbortSignal fired (the CLI aborts on Ctrl-C, SIGTERM, SIGHUP). */
 export class InterruptedError extends FtxError {
   readonly code = 'FTX_ERR_INTERRUPTED';
+  /** The signal that stopped the process, when the caller says (the CLI's exit code depends on it). */
   readonly signal: NodeJS.Signals | undefined;
 
   constructor(message: string, signal?: NodeJS.Signals) {
@@ -111,7 +170,7 @@ export class InterruptedError extends FtxError {
   }
 }
 
-/** Delivery could not be confirmed (a classic peer sends no receipt) and the user required it. */
+/** Delivery could not be confirmed (a classic peer sends no receipt) and the caller required it. */
 export class UnverifiedError extends FtxError {
   readonly code = 'FTX_ERR_UNVERIFIED';
 }
@@ -121,42 +180,39 @@ export class InternalError extends FtxError {
   readonly code = 'FTX_ERR_INTERNAL';
 }
 
-/** Why an AbortSignal fired, as the InterruptedError the CLI aborts with (or a generic one). */
-export function interruptionOf(signal: AbortSignal | undefined): InterruptedError {
+/** Why an AbortSignal fired, as an FtxError: the reason it was aborted with, or a generic interruption. */
+export function abortReason(signal: AbortSignal | undefined): FtxError {
   const reason: unknown = signal?.reason;
-  return reason instanceof InterruptedError ? reason : new InterruptedError('interrupted');
-}
-
-export function isFtxError(error: unknown): error is FtxError {
-  return error instanceof FtxError;
+  return isFtxError(reason) ? reason : new InterruptedError('interrupted');
 }
 
 /**
  * Turns an error from node:fs into a LocalIoError whose message names the path and
- * says what to do. `action` reads as a verb phrase: "read", "write", "create".
+ * says what is wrong. `action` reads as a verb phrase: "read", "write", "create".
  */
 export function localIoError(error: unknown, action: string, path: string): LocalIoError {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  const because = (what: string) => new LocalIoError(`cannot ${action} ${path}: ${what}`, { cause: error });
   switch (code) {
     case 'ENOENT':
-      return new LocalIoError(`cannot ${action} ${path}: no such file or folder; check the path`, { cause: error });
+      return because('no such file or folder; check the path');
     case 'EISDIR':
-      return new LocalIoError(`cannot ${action} ${path}: it is a folder; ftx sends one file (archive the folder first, e.g. tar czf)`, { cause: error });
+      return because('it is a folder');
     case 'ENOTDIR':
-      return new LocalIoError(`cannot ${action} ${path}: a part of the path is not a folder; check the path`, { cause: error });
+      return because('a part of the path is not a folder; check the path');
     case 'EACCES':
     case 'EPERM':
-      return new LocalIoError(`cannot ${action} ${path}: permission denied; check its owner and mode`, { cause: error });
+      return because('permission denied; check its owner and mode');
     case 'ENOSPC':
     case 'EDQUOT':
-      return new LocalIoError(`cannot ${action} ${path}: the disk is full; free some space and try again`, { cause: error });
+      return because('the disk is full; free some space and try again');
     case 'EROFS':
-      return new LocalIoError(`cannot ${action} ${path}: the file system is read-only; choose another folder`, { cause: error });
+      return because('the file system is read-only; choose another folder');
     case 'EEXIST':
-      return new LocalIoError(`cannot ${action} ${path}: it already exists`, { cause: error });
-    default: {
-      const detail = error instanceof Error ? error.message : String(error);
-      return new LocalIoError(`cannot ${action} ${path}: ${detail}`, { cause: error });
-    }
+      return because('it already exists');
+    case 'ENAMETOOLONG':
+      return because('the name or path is too long for the file system');
+    default:
+      return because(error instanceof Error ? error.message : String(error));
   }
 }

@@ -12,7 +12,9 @@
  * See PROTOCOL.md for the bytes. Errors from the peer arrive as Error frames and are
  * turned into the matching local error class here, so both sides report the same story.
  */
+import type { Socket } from 'node:net';
 import type { Channel } from './protocol/channel.js';
+import { isAsciiDigit } from './protocol/classic.js';
 import {
   ConnectionLostError,
   FtxError,
@@ -56,12 +58,6 @@ export type Opening =
   /** Connected and closed without a byte: a port scan or a health probe. */
   | { kind: 'silent' };
 
-const ASCII_ZERO = 0x30;
-const ASCII_NINE = 0x39;
-
-export function isAsciiDigit(byte: number): boolean {
-  return byte >= ASCII_ZERO && byte <= ASCII_NINE;
-}
 
 // ---- receiver side -------------------------------------------------------------
 
@@ -161,6 +157,19 @@ export function errorFrame(error: FtxError): Buffer {
   return jsonFrame(FrameType.Error, body);
 }
 
+/**
+ * Turns a connection away before its conversation starts (too many from one address):
+ * a greeting and a Refuse, so an ftx sender reports the refusal with its reason, then
+ * the connection closes. Costs nothing to keep: no reads, closed within a second.
+ */
+export function refuseConnection(socket: Socket, reason: RefusalReason, message: string): void {
+  socket.on('error', () => {});
+  socket.setTimeout(0);
+  const greeting = jsonFrame(FrameType.Greeting, { protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, software: SOFTWARE });
+  socket.end(Buffer.concat([greeting, jsonFrame(FrameType.Refuse, { reason, message: boundedText(message) })]));
+  setTimeout(() => socket.destroy(), 1_000).unref();
+}
+
 /** Tells the peer why the conversation failed. Best effort: the peer may be gone. */
 export async function sendError(channel: Channel, error: FtxError): Promise<void> {
   if (channel.stream.destroyed || channel.stream.writableEnded) return;
@@ -237,23 +246,24 @@ async function readFrameSkippingKeepAlives(channel: Channel, expected: string): 
 export function errorFromPeer(channel: Channel, frame: Frame): FtxError {
   const { code, message, reason } = decodeError(frame);
   const said = `${channel.peerRole} reports: ${message}`;
+  const told = { fromPeer: true };
   switch (code) {
     case 'FTX_ERR_REFUSED':
-      return new RefusedError(reason ?? 'busy', `${channel.peerRole} refused the file: ${message}`);
+      return new RefusedError(reason ?? 'busy', `${channel.peerRole} refused the file: ${message}`, told);
     case 'FTX_ERR_INTERNAL':
       // The peer hit a bug: for us that is the peer failing, not our own bug.
-      return new RemoteIoError(`${channel.peerRole} failed unexpectedly (a bug on its side): ${message}`);
+      return new RemoteIoError(`${channel.peerRole} failed unexpectedly (a bug on its side): ${message}`, told);
     case 'FTX_ERR_INTEGRITY':
-      return new IntegrityError(said);
+      return new IntegrityError(said, told);
     case 'FTX_ERR_LOCAL_IO':
     case 'FTX_ERR_REMOTE_IO':
-      return new RemoteIoError(said);
+      return new RemoteIoError(said, told);
     case 'FTX_ERR_TIMEOUT':
-      return new TimeoutError(said);
+      return new TimeoutError(said, told);
     case 'FTX_ERR_CONNECTION_LOST':
     case 'FTX_ERR_INTERRUPTED':
-      return new ConnectionLostError(said);
+      return new ConnectionLostError(said, told);
     default:
-      return new ProtocolError(said);
+      return new ProtocolError(said, told);
   }
 }

@@ -144,7 +144,7 @@ describe('errors users hit: one line, documented exit code, nothing left behind'
     const folder = await tempFolder();
     const run = runCli(['send', folder, `127.0.0.1:${await closedPort()}`]);
     expect(await run.exit).toBe(8);
-    expect(errorLine(run.stderr())).toMatch(/it is a folder; ftx sends one file/);
+    expect(errorLine(run.stderr())).toMatch(/it is a folder, and ftx sends one file/);
   });
 
   it('connection refused: 3', async () => {
@@ -176,7 +176,7 @@ describe('errors users hit: one line, documented exit code, nothing left behind'
     await writeFile(target, 'keep me');
     const refused = runCli(['recv', target, '--port', '0']);
     expect(await refused.exit).toBe(5);
-    expect(errorLine(refused.stderr())).toMatch(/already exists; remove it, choose another name, or add --force/);
+    expect(errorLine(refused.stderr())).toMatch(/already exists; remove it or choose another name \(add --force to replace it\)/);
     expect(await readFile(target, 'utf8')).toBe('keep me');
 
     const recv = await startRecvCli([target, '--force']);
@@ -294,7 +294,7 @@ describe('errors users hit: one line, documented exit code, nothing left behind'
     await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
     const run = runCli(['send', FIXTURE_JPEG, `127.0.0.1:${(silent.address() as { port: number }).port}`, '--timeout', '1', '--json']);
     expect(await run.exit).toBe(7);
-    expect(summaryOf(run)).toMatchObject({ ok: false, exitCode: 7, error: { code: 'FTX_ERR_TIMEOUT', message: expect.stringMatching(/sent no greeting within 1 s: is `ftx recv` listening there/) } });
+    expect(summaryOf(run)).toMatchObject({ ok: false, exitCode: 7, error: { code: 'FTX_ERR_TIMEOUT', message: expect.stringMatching(/sent no greeting within 1 s: is an ftx receiver listening there.*\(raise --timeout for slow links\)$/) } });
     silent.close();
   });
 });

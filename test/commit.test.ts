@@ -9,8 +9,8 @@ import { Duplex } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../src/cli/exit-codes.js';
 import { listen } from '../src/transport/tcp.js';
-import { handleConnection } from '../src/receiver.js';
-import { ServeReceiver } from '../src/api/serve.js';
+import { receiveConnection } from '../src/receiver.js';
+import { serve } from '../src/index.js';
 import { isNameTaken, pickFreeName, StagedFile } from '../src/fs/staged-file.js';
 import { exfatUnavailable, mountExfat, type ExfatMount } from './helpers/exfat.js';
 import { expectSameFile, listFolder, randomFile, tempFolder } from './helpers/files.js';
@@ -106,20 +106,17 @@ describe.skipIf(exfatUnavailable() !== undefined)(`on a file system without hard
   it('two senders of "Report.txt" and "report.txt" at once, into a folder that folds case: one stored, the other refused', async () => {
     const inbox = join(exfat?.folder as string, 'folds');
     await import('node:fs/promises').then((fs) => fs.mkdir(inbox));
-    const server = await listen(0, '127.0.0.1');
-    const receiver = new ServeReceiver(server, { folder: inbox, maxConns: 8, onConflict: 'refuse', idleTimeoutMs: 5_000 });
-    const port = (server.address() as { port: number }).port;
+    const receiver = await serve({ folder: inbox, port: 0, host: '127.0.0.1', timeoutMs: 5_000 });
+    const port = receiver.port;
     const outbox = await tempFolder();
     const upper = await randomFile(outbox, 'upper', 2_000_000);
     const lower = await randomFile(outbox, 'lower', 2_000_000);
-    // Let the receiver's case probe finish before the race starts.
-    await new Promise((resolve) => setTimeout(resolve, 200));
     const settled = await Promise.allSettled([sendTo(port, upper, { name: 'Report.txt' }), sendTo(port, lower, { name: 'report.txt' })]);
     expect(settled.map((outcome) => outcome.status).sort()).toEqual(['fulfilled', 'rejected']);
     const refused = settled.find((outcome) => outcome.status === 'rejected') as PromiseRejectedResult;
     expect(refused.reason).toMatchObject({ code: 'FTX_ERR_REFUSED', reason: 'exists' });
     expect(await listFolder(inbox)).toHaveLength(1);
-    await receiver.shutdown(1000);
+    await receiver.close({ graceMs: 1000 });
   });
 });
 
@@ -137,7 +134,7 @@ describe('a bug is reported as a bug', () => {
         callback();
       },
     });
-    const handled = handleConnection(stream, {
+    const handled = receiveConnection(stream, {
       target: join(folder, 'out.bin'),
       onConflict: 'refuse',
       idleTimeoutMs: 0,

@@ -18,6 +18,7 @@ import { FrameType } from '../src/framing.js';
 import { decodeRefuse, jsonFrame, MAX_TEXT } from '../src/protocol/messages.js';
 import { listen } from '../src/transport/tcp.js';
 import { ServeReceiver } from '../src/api/serve.js';
+import { serve } from '../src/index.js';
 import { attack, memoryOf, paddedHeader, sourceAddress, type Attack } from './helpers/attackers.js';
 import { runCli, startRecvCli, summaryOf, type CliRun } from './helpers/cli.js';
 import { expectSameFile, listFolder, randomFile, sha256Of, tempFolder } from './helpers/files.js';
@@ -263,7 +264,7 @@ describe('names: chosen before the Accept, and every failure after it is told', 
     const peer = await peerFrom(recv.port);
     await peer.write(headerFrame({ name, size: 10 }));
     const refusal = await refusalOf(peer);
-    expect(refusal).toMatchObject({ reason: 'bad-name', message: expect.stringMatching(/would be longer than 255 bytes; send it with a shorter --name$/) });
+    expect(refusal).toMatchObject({ reason: 'bad-name', message: expect.stringMatching(/would be longer than 255 bytes$/) });
   });
 
   // Regression (issue 10): a refusal at commit time (the name appeared meanwhile) sent
@@ -323,7 +324,7 @@ describe('failures that must not take a serving receiver down', () => {
     const server = await listen(0, HOST);
     const warnings: string[] = [];
     const log = { debug: () => {}, info: () => {}, warn: (_: unknown, message: string) => warnings.push(message), error: () => {} };
-    const receiver = new ServeReceiver(server, { folder: inbox, maxConns: 4, onConflict: 'refuse', idleTimeoutMs: 5_000, log });
+    const receiver = new ServeReceiver(server, { folder: inbox, maxTransfers: 4, log }, false);
     // What node:net emits when accept(2) fails with no descriptor to spare (libuv reports
     // EMFILE once its reserve descriptor is gone); without a listener, it is an uncaught
     // exception and the process dies.
@@ -351,28 +352,26 @@ describe('failures that must not take a serving receiver down', () => {
 
   it('a serve-mode callback that throws is logged, not left to crash the process', async () => {
     const inbox = await tempFolder();
-    const server = await listen(0, HOST);
     const errors: string[] = [];
     const log = { debug: () => {}, info: () => {}, warn: () => {}, error: (_: unknown, message: string) => errors.push(message) };
-    const receiver = new ServeReceiver(server, {
+    const receiver = await serve({
       folder: inbox,
-      maxConns: 4,
-      onConflict: 'refuse',
-      idleTimeoutMs: 5_000,
+      port: 0,
+      host: HOST,
       log,
-      onConnectionEnd: () => {
+      onTransferDone: () => {
         throw new Error('a bug in the caller');
       },
     });
-    const port = (server.address() as { port: number }).port;
     const first = await randomFile(await tempFolder(), 'first.bin', 1000);
     const second = await randomFile(await tempFolder(), 'second.bin', 1000);
-    await sendTo(port, first);
+    await sendTo(receiver.port, first);
     await expect.poll(() => errors).toEqual(['a serve-mode callback failed: a bug in the caller']);
-    await sendTo(port, second);
+    await sendTo(receiver.port, second);
     await expectSameFile(join(inbox, 'second.bin'), second);
-    await receiver.shutdown(1000);
+    await receiver.close({ graceMs: 1000 });
   });
+
 });
 
 describe('one address, many names: what a folder holds is what its owner expects', () => {
@@ -382,7 +381,9 @@ describe('one address, many names: what a folder holds is what its owner expects
     const strict = await serveCli(inbox);
     const refused = send(source, strict.port, ['--name', '.bash_profile']);
     expect(await refused.exit).toBe(5);
-    expect(summaryOf(refused)).toMatchObject({ error: { message: expect.stringMatching(/names starting with a dot .* are refused unless the receiver allows them \(--allow-dotfiles\)/) } });
+    expect(summaryOf(refused)).toMatchObject({ error: { message: expect.stringMatching(/this receiver refuses names that start with a dot \(hidden files such as \.bashrc\) \(send it under another name with --name\)$/) } });
+    // The receiver's operator is told how to allow them.
+    await strict.waitForLog((record) => /refuses names that start with a dot.*\(start the receiver with --allow-dotfiles to accept such names\)/.test(String(record.msg)));
     const lenient = await serveCli(inbox, ['--allow-dotfiles']);
     const stored = send(source, lenient.port, ['--name', '.bash_profile']);
     expect(await stored.exit, stored.stderr()).toBe(0);

@@ -31,7 +31,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FrameDecoder, FrameType, type Frame } from '../src/framing.js';
 import { jsonFrame, PROTOCOL_NAME, PROTOCOL_VERSION } from '../src/protocol/messages.js';
-import { handleConnection } from '../src/receiver.js';
+import { receiveConnection } from '../src/receiver.js';
 import { StagedFile } from '../src/fs/staged-file.js';
 import { SOFTWARE } from '../src/util/version.js';
 import { FTX_BIN, runCli, startRecvCli, summaryOf, type CliRun } from './helpers/cli.js';
@@ -944,7 +944,7 @@ describe('invariants the races above depend on (in-process)', () => {
   it("a receipt that cannot be sent after the commit: the receiver's verdict matches its disk", async () => {
     const folder = await tempFolder();
     const { stream, frames } = scriptedSocket(FrameType.Receipt);
-    const handled = handleConnection(stream, { target: join(folder, 'out.bin'), onConflict: 'refuse', idleTimeoutMs: 0 });
+    const handled = receiveConnection(stream, { target: join(folder, 'out.bin'), onConflict: 'refuse', idleTimeoutMs: 0 });
     const data = Buffer.from('the whole file');
     stream.push(headerFrame({ name: 'out.bin', size: data.length }));
     await expect.poll(() => frames.some((frame) => frame.type === FrameType.Accept)).toBe(true);

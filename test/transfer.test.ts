@@ -90,8 +90,8 @@ describe('a file from sender to receiver', () => {
     const source = await randomFile(folder, 's.bin', 3 * 1024 * 1024);
     const receivedCounts: number[] = [];
     const sentCounts: number[] = [];
-    const receiver = await startReceiver({ target: join(folder, 'o.bin'), onProgress: (n) => receivedCounts.push(n) });
-    await sendTo(receiver.port, source, { onProgress: (n) => sentCounts.push(n) });
+    const receiver = await startReceiver({ target: join(folder, 'o.bin'), onProgress: ({ bytes }) => receivedCounts.push(bytes) });
+    await sendTo(receiver.port, source, { onProgress: ({ bytes }) => sentCounts.push(bytes) });
     await receiver.result;
     expect(sentCounts.at(-1)).toBe(3 * 1024 * 1024);
     expect(receivedCounts.at(-1)).toBe(3 * 1024 * 1024);
@@ -100,20 +100,28 @@ describe('a file from sender to receiver', () => {
 });
 
 describe('refusals: the sender is told why, and nothing is written', () => {
-  it('refuses an existing target and leaves it untouched', async () => {
+  it('will not start on a target that exists (nothing to wait for), and leaves it untouched', async () => {
     const folder = await tempFolder();
-    const source = await randomFile(folder, 'new.bin', 100);
     const target = join(folder, 'existing.bin');
     await writeFile(target, 'precious');
-    const receiver = await startReceiver({ target });
+    await expect(startReceiver({ target })).rejects.toMatchObject({ code: 'FTX_ERR_REFUSED', reason: 'exists', remedy: 'overwrite', message: `${target} already exists; remove it or choose another name` });
+    expect(await readFile(target, 'utf8')).toBe('precious');
+    expect(await listFolder(folder)).toEqual(['existing.bin']);
+  });
+
+  it('refuses a sender whose name exists in the target folder, and keeps waiting', async () => {
+    const folder = await tempFolder();
+    const source = await randomFile(await tempFolder(), 'existing.bin', 100);
+    await writeFile(join(folder, 'existing.bin'), 'precious');
+    const receiver = await startReceiver({ target: folder });
     const sending = sendTo(receiver.port, source);
     await expect(sending).rejects.toThrow(RefusedError);
-    await expect(sending).rejects.toMatchObject({ reason: 'exists', message: expect.stringMatching(/target file already exists on the receiver/) });
+    await expect(sending).rejects.toMatchObject({ reason: 'exists', message: 'the receiver refused the file: a file named "existing.bin" already exists on the receiver' });
     // Refused before its Accept: the receiver keeps waiting for a file it can take.
     await expectStillWaiting(receiver);
-    expect(await readFile(target, 'utf8')).toBe('precious');
-    expect(await listFolder(folder)).toEqual(['existing.bin', 'new.bin']);
+    expect(await readFile(join(folder, 'existing.bin'), 'utf8')).toBe('precious');
   });
+
 
   it('replaces an existing target with overwrite', async () => {
     const folder = await tempFolder();
@@ -239,7 +247,7 @@ describe('failures: clear error on both sides, no file', () => {
 
   it('a sender that stops talking times out', async () => {
     const folder = await tempFolder();
-    const receiver = await startReceiver({ target: join(folder, 'out.bin'), idleTimeoutMs: 300 });
+    const receiver = await startReceiver({ target: join(folder, 'out.bin'), timeoutMs: 300 });
     const peer = await rawPeer(receiver.port);
     await peer.write(headerFrame({ name: 'x', size: 1000 }));
     await peer.nextFrame(FrameType.Accept);
@@ -256,7 +264,7 @@ describe('failures: clear error on both sides, no file', () => {
     const folder = await tempFolder();
     const source = await randomFile(folder, 's.bin', 10);
     const port = (silent.address() as { port: number }).port;
-    await expect(sendTo(port, source, { idleTimeoutMs: 300 })).rejects.toThrow(TimeoutError);
+    await expect(sendTo(port, source, { timeoutMs: 300 })).rejects.toThrow(TimeoutError);
     silent.close();
   });
 

@@ -1,44 +1,75 @@
 /**
- * `ftx ping`: asks a running receiver to echo a message stamped with its clock, the
- * tutorial's time-stamp server turned into a health check. A ping never uses up a
- * receiver's file: receivers answer it and keep waiting.
+ * ping(): asks a receiver to echo a message stamped with its clock, the tutorial's
+ * time-stamp server turned into a health check. A ping never uses up a receiver's file:
+ * receivers answer it and keep waiting.
  */
-import type { Duplex } from 'node:stream';
-import { Channel } from '../protocol/channel.js';
-import { readClassicGreeting } from '../protocol/classic.js';
-import { ConnectionLostError, FtxError } from '../errors.js';
+import { DEFAULT_TIMEOUT_MS } from '../defaults.js';
+import { abortReason, ConnectionLostError } from '../errors.js';
 import { FrameType } from '../framing.js';
 import { readGreeting, readPong, sendPing } from '../handshake.js';
+import { Channel } from '../protocol/channel.js';
+import { readClassicGreeting } from '../protocol/classic.js';
 import type { Protocol } from '../protocol/messages.js';
+import { connect, formatHostPort } from '../transport/tcp.js';
+import { whenAborted } from '../util/timers.js';
+import { resolveDestination, validateTimeout, type Destination } from './options.js';
+
+export interface PingOptions {
+  /** The receiver: "host", "host:port", "[ipv6]:port", or { host, port }. The port defaults to 9999. */
+  to: Destination;
+  /** Text for the receiver to echo (default "ping"). */
+  message?: string | undefined;
+  /** Give up when connecting or waiting for the answer takes this long, in ms (default 30000; 0: never). */
+  timeoutMs?: number | undefined;
+  signal?: AbortSignal | undefined;
+}
 
 export interface PingResult {
+  /** The receiver's address, "host:port". */
+  peer: string;
   protocol: Protocol;
-  /** `[<ctime>] <message>` from an ftx receiver; the greeting text from a classic one. */
+  /** `[<ctime>] <message>` from an ftx receiver; the greeting from a classic one. */
   reply: string;
   /** The receiver's protocol version (classic receivers have none: 0). */
   version: number;
+  /** The receiver's software, as its greeting names it ("ftx/0.1.0"), when it does. */
   software?: string;
   /** The receiver's clock, ISO 8601 (ftx receivers only). */
   time?: string;
+  /** From sending the ping to reading the answer, ms (0 for a classic receiver, which has no ping). */
   roundTripMs: number;
 }
 
-export async function ping(stream: Duplex, message: string, options: { idleTimeoutMs: number }): Promise<PingResult> {
-  const channel = new Channel(stream, { idleTimeoutMs: options.idleTimeoutMs, peerRole: 'the receiver' });
+/**
+ * Pings a receiver. Resolves with its answer; rejects with ConnectError when nothing
+ * listens, ProtocolError when something else does (an SSH server, say), RefusedError
+ * when it turns the connection away (too many from this address).
+ *
+ * A classic tutorial receiver has no ping: it is reported as up (protocol 'classic'),
+ * and the check may have used up its one transfer.
+ */
+export async function ping(options: PingOptions): Promise<PingResult> {
+  const destination = resolveDestination(options.to);
+  const timeoutMs = validateTimeout('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  const peer = formatHostPort(destination);
+  const socket = await connect(destination, { timeoutMs, ...(options.signal ? { signal: options.signal } : {}) });
+  const channel = new Channel(socket, { idleTimeoutMs: timeoutMs, peerRole: 'the receiver' });
+  const stopListening = whenAborted(options.signal, () => channel.destroy(abortReason(options.signal)));
   try {
     const first = await channel.peekByte();
     if (first === null) throw new ConnectionLostError('the receiver closed the connection without a greeting; is it an ftx receiver?');
     if (first !== FrameType.Greeting) {
       // A classic server is up, but has no ping; closing now costs it its one transfer.
       const greeting = await readClassicGreeting(channel);
-      return { protocol: 'classic', reply: greeting.trim(), version: 0, roundTripMs: 0 };
+      return { peer, protocol: 'classic', reply: greeting, version: 0, roundTripMs: 0 };
     }
     const greeting = await readGreeting(channel);
     const sentAt = performance.now();
-    await sendPing(channel, { message });
+    await sendPing(channel, { message: options.message ?? 'ping' });
     const pong = await readPong(channel);
     const roundTripMs = performance.now() - sentAt;
     return {
+      peer,
       protocol: 'ftx',
       reply: pong.reply,
       version: pong.version,
@@ -47,8 +78,9 @@ export async function ping(stream: Duplex, message: string, options: { idleTimeo
       roundTripMs,
     };
   } catch (error) {
-    throw error instanceof FtxError ? error : channel.describeStreamError(error);
+    throw channel.explain(error);
   } finally {
+    stopListening();
     channel.destroy();
   }
 }

@@ -1,47 +1,85 @@
 /**
- * The one-shot receiver behind `ftx recv`: accepts connections until one file has
- * been received. Each connection runs handleConnection (receiver.ts); this file
- * decides which outcomes end the wait.
- */
-import type { Server, Socket } from 'node:net';
-import { Admission } from '../transport/admission.js';
-import { interruptionOf, LocalIoError, RefusedError, TimeoutError, type FtxError } from '../errors.js';
-import { silentLog } from '../util/log.js';
-import { remoteOf } from '../transport/tcp.js';
-import { handleConnection, refuseConnection, type ConnectionPolicy, type ReceiveOptions, type ReceiveResult } from '../receiver.js';
-
-/**
- * Accepts connections on `server` until one file has been received, then closes it.
+ * receive(): listen, take one file, stop. The handle it resolves with owns the listening
+ * socket and every connection; close() (or the signal) stops it all.
  *
  * Only a transfer that was accepted ends the wait, with its result or its error. Whatever
- * happens before an Accept is logged and the receiver keeps waiting: silent connections
- * (port scans), pings, garbage (a browser, a stray script), handshakes that time out,
- * and refusals (the name exists, too large): the sender was told why and may try again
- * (with --name, say), so the receiver must still be there. The exception is a receiver
- * that cannot work at all (its folder cannot be written), which fails at once.
+ * happens before an Accept is reported through onStray and the receiver keeps waiting:
+ * silent connections (port scans), pings, garbage (a browser, a stray script), handshakes
+ * that time out, and refusals (the name exists, too large): the sender was told why and
+ * may try again under another name, so the receiver must still be there. The exception
+ * is a receiver that cannot work at all (its folder cannot be written), which fails.
  *
- * While a file is coming in, other senders are refused as busy. Aborting `signal` cuts
- * any transfer in flight, waits for it to remove its partial file, and rejects with
- * InterruptedError.
+ * While a file is coming in, other senders are refused as busy.
  */
-export interface ReceiveOneOptions extends ReceiveOptions {
-  /** Connections at once from one host (default DEFAULT_PER_HOST_CONNECTIONS). */
-  perHostConnections?: number;
+import { dirname } from 'node:path';
+import type { Server, Socket } from 'node:net';
+import { InterruptedError, isFtxError, LocalIoError, TimeoutError, type FtxError } from '../errors.js';
+import type { Protocol } from '../protocol/messages.js';
+import { receiveConnection, type ReceivedFile } from '../receiver.js';
+import { refuseConnection } from '../handshake.js';
+import type { ConnectionPolicy } from '../session/policy.js';
+import { Admission } from '../transport/admission.js';
+import { addressesToAnnounce, formatHostPort, listen, remoteOf } from '../transport/tcp.js';
+import { silentLog } from '../util/log.js';
+import { whenAborted } from '../util/timers.js';
+import { checkTarget, connectionOptions, perHostConnections, sweepLeftovers, type ReceivingOptions } from './receiving.js';
+
+export interface ReceiveOptions extends ReceivingOptions {
+  /** A file path, or an existing folder where the file is stored under the sender's name (default: the current folder). A trailing slash says it must be a folder. */
+  target?: string | undefined;
+  /** Called once a file is accepted, before its bytes arrive. */
+  onStart?: ((transfer: { name: string; path: string; size: number; peer: string; protocol: Protocol }) => void) | undefined;
+  /** Called as the file's bytes arrive. */
+  onProgress?: ((progress: { bytes: number; total: number }) => void) | undefined;
+  /** A connection that did not bring the file; the receiver keeps waiting. */
+  onStray?: ((stray: Stray) => void) | undefined;
 }
 
-export function receiveOne(server: Server, options: ReceiveOneOptions): Promise<ReceiveResult> {
+/** A connection that ended without bringing the file. */
+export type Stray =
+  /** Connected and closed without a word: a port scan or a health probe. */
+  | { kind: 'silent'; peer: string }
+  /** A ping, answered. */
+  | { kind: 'ping'; peer: string; message: string }
+  /** Refused (the name exists, too large, busy…), or failed before its Accept (garbage, a timeout). */
+  | { kind: 'failed'; peer: string; error: FtxError };
+
+export interface ReceiveHandle {
+  /** The port it listens on (the one chosen, when asked for port 0). */
+  readonly port: number;
+  /** The address it listens on ('::' for every interface). */
+  readonly address: string;
+  /** What a sender on another machine can connect to: "192.0.2.2:9999", "[fd00::2]:9999" (this machine's addresses when listening on all of them). */
+  readonly endpoints: string[];
+  /**
+   * Settles once a file has arrived (complete, verified, durable under its final name),
+   * or rejects: with the transfer's error, or with InterruptedError once closed.
+   */
+  readonly done: Promise<ReceivedFile>;
+  /** Stops listening and cuts a transfer in flight (its partial file is removed). Resolves once all is closed. */
+  close(): Promise<void>;
+}
+
+/** Listens for one file. Resolves once listening (the sender may connect from then on). */
+export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHandle> {
+  const onConflict = options.onConflict ?? 'refuse';
+  const { target, isFolder } = await checkTarget(options.target ?? '.', onConflict !== 'refuse');
+  const perConnection = connectionOptions(target, options);
+  const server = await listen(options.port ?? 9999, options.host);
   const log = options.log ?? silentLog;
+  const stopper = new AbortController();
+  const signal = options.signal ? AbortSignal.any([options.signal, stopper.signal]) : stopper.signal;
   const sockets = new Set<Socket>();
   const inFlight = new Set<Promise<unknown>>();
-  const admission = new Admission(options.perHostConnections === undefined ? {} : { perHostConnections: options.perHostConnections });
+  const admission = new Admission({ perHostConnections: perHostConnections(options) });
   let claimed = false;
 
-  return new Promise<ReceiveResult>((resolve, reject) => {
+  const done = new Promise<ReceivedFile>((resolve, reject) => {
     let settled = false;
     const finish = (outcome: () => void) => {
       if (settled) return;
       settled = true;
-      options.signal?.removeEventListener('abort', onAbort);
+      stopListening();
       server.removeListener('connection', onConnection);
       server.removeListener('error', onServerError);
       server.close();
@@ -51,9 +89,9 @@ export function receiveOne(server: Server, options: ReceiveOneOptions): Promise<
 
     const onConnection = (socket: Socket) => {
       const peer = remoteOf(socket);
-      const connectionAbort = new AbortController();
+      const dropped = new AbortController();
       const ticket = admission.admit(socket.remoteAddress ?? 'unknown', () =>
-        connectionAbort.abort(new TimeoutError('too many connections are waiting to send their header; this one was dropped')),
+        dropped.abort(new TimeoutError('too many connections are waiting to send their header; this one was dropped')),
       );
       if (!ticket) {
         refuseConnection(socket, 'busy', 'too many connections from your address; try again when some have finished');
@@ -75,52 +113,65 @@ export function receiveOne(server: Server, options: ReceiveOneOptions): Promise<
           if (!carriesTheFile) claimed = false;
         },
       };
-      const signal = options.signal ? AbortSignal.any([options.signal, connectionAbort.signal]) : connectionAbort.signal;
-      const handled = handleConnection(socket, {
-        ...options,
-        signal,
-        onOpened: () => ticket.opened(),
-        onStart: (transfer) => {
-          carriesTheFile = true;
-          options.onStart?.(transfer);
+      let total = 0;
+      const handled = receiveConnection(
+        socket,
+        {
+          ...perConnection,
+          signal: AbortSignal.any([signal, dropped.signal]),
+          onOpened: () => ticket.opened(),
+          onStart: (transfer) => {
+            carriesTheFile = true;
+            total = transfer.size;
+            options.onStart?.(transfer);
+          },
+          onProgress: options.onProgress && ((bytes) => options.onProgress?.({ bytes, total })),
         },
-      }, policy).then(
+        policy,
+      ).then(
         (outcome) => {
-          if (outcome.kind === 'silent') log.info({ peer }, `connection from ${peer} closed without a word (a port scan or health check?); still waiting`);
-          else if (outcome.kind === 'ping') log.info({ peer, message: outcome.message }, `answered a ping from ${peer}; still waiting`);
-          else finish(() => resolve(outcome.result));
+          if (outcome.kind === 'file') finish(() => resolve(outcome.result));
+          else options.onStray?.(outcome.kind === 'ping' ? { kind: 'ping', peer, message: outcome.message } : { kind: 'silent', peer });
         },
         (error: unknown) => {
           const failure = error as FtxError;
-          if (carriesTheFile || failure instanceof LocalIoError || options.signal?.aborted) {
-            finish(() => reject(failure));
-            return;
-          }
-          const what = failure instanceof RefusedError ? 'refused a file from' : 'connection from';
-          const level = failure.code === 'FTX_ERR_INTERNAL' ? 'error' : 'warn';
-          log[level]({ peer, code: failure.code }, `${what} ${peer}: ${failure.message}; still waiting`);
+          if (carriesTheFile || failure instanceof LocalIoError || signal.aborted) finish(() => reject(failure));
+          else options.onStray?.({ kind: 'failed', peer, error: failure });
         },
       ).finally(() => ticket.release());
       inFlight.add(handled);
       void handled.finally(() => inFlight.delete(handled));
     };
 
-    // Accept errors (EMFILE) are the moment's: log them and keep listening.
+    // Accept errors (EMFILE) are the moment's: report them and keep listening.
     const onServerError = (error: NodeJS.ErrnoException) => {
       log.warn({ code: error.code }, `could not accept a connection (${error.code ?? error.message}); still waiting`);
     };
 
-    const onAbort = () => {
-      const interrupted = interruptionOf(options.signal);
+    const stopListening = whenAborted(signal, () => {
+      const reason: unknown = options.signal?.aborted ? options.signal.reason : stopper.signal.reason;
       server.removeListener('connection', onConnection);
       // Each connection's handler hears the same signal: it tells its peer and hangs up.
-      // Let transfers in flight remove their partial files before reporting.
-      void Promise.allSettled([...inFlight]).finally(() => finish(() => reject(interrupted)));
-    };
+      // Let transfers in flight remove their partial files before settling.
+      void Promise.allSettled([...inFlight]).finally(() => finish(() => reject(isFtxError(reason) ? reason : new InterruptedError('the receiver was closed'))));
+    });
 
     server.on('connection', onConnection);
     server.on('error', onServerError);
-    if (options.signal?.aborted) onAbort();
-    else options.signal?.addEventListener('abort', onAbort, { once: true });
   });
+  done.catch(() => {}); // The caller may never await it (close() alone is enough).
+
+  // A folder target's leftovers are inside it; a file target's, beside it.
+  await sweepLeftovers(isFolder ? target : dirname(target), options).catch(() => {});
+  const { address, port } = server.address() as { address: string; port: number };
+  return {
+    port,
+    address,
+    endpoints: addressesToAnnounce(address).map((host) => formatHostPort({ host, port })),
+    done,
+    close: async () => {
+      stopper.abort(new InterruptedError('the receiver was closed'));
+      await done.catch(() => {});
+    },
+  };
 }

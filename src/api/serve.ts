@@ -1,43 +1,38 @@
 /**
- * Serve mode: a long-running receiver that stores every sender's file in one folder,
- * many at once (the tutorial's ThreadingTCPServer, as a backup box).
+ * serve(): a long-running receiver that stores every sender's file in one folder, many
+ * at once (the tutorial's ThreadingTCPServer, as a backup box). The handle owns the
+ * listening socket and every connection; close() drains and stops.
  *
- * Each connection runs handleConnection on its own; a failure is that connection's
+ * Each connection runs receiveConnection on its own; a failure is that connection's
  * alone. The shared state is what the policy guards:
- * - admission (admission.ts): connections per host, and a capped pool of connections
- *   still in their handshake, from which the oldest of the busiest host is dropped when
- *   a newcomer needs room; connections that have not sent a header never take a
- *   transfer slot;
+ * - admission (transport/admission.ts): connections per host, and a capped pool of
+ *   connections still in their handshake, from which the oldest of the busiest host is
+ *   dropped when a newcomer needs room; connections that have not sent a header never
+ *   take a transfer slot;
  * - transfers in flight, in all and per host, so one address cannot take every slot;
- * - target paths being written (two senders of one name under --on-conflict refuse
- *   must not both be told yes, and rename must not pick the same free name twice);
+ * - target paths being written (two senders of one name under 'refuse' must not both be
+ *   told yes, and 'rename' must not pick the same free name twice), by their case fold
+ *   where the folder folds case;
  * - free space: each transfer in flight reserves only what it has still to write
  *   (statfs already counts what it wrote), so nothing is counted twice.
  */
+import { stat } from 'node:fs/promises';
 import type { Server, Socket } from 'node:net';
-import { adjustCount, Admission, DEFAULT_MAX_PENDING, DEFAULT_PER_HOST_CONNECTIONS, type Ticket } from '../transport/admission.js';
-import { FtxError, InterruptedError, TimeoutError } from '../errors.js';
-import { silentLog } from '../util/log.js';
-import type { Protocol } from '../protocol/messages.js';
-import { remoteOf } from '../transport/tcp.js';
-import {
-  handleConnection,
-  refuseConnection,
-  type ConnectionOutcome,
-  type ConnectionPolicy,
-  type ReceiveOptions,
-  type Refusal,
-  type TransferRequest,
-} from '../receiver.js';
+import { DEFAULT_GRACE_MS, DEFAULT_MAX_PENDING, DEFAULT_MAX_TRANSFERS, DEFAULT_PARTIAL_MAX_AGE_MS, DEFAULT_PER_HOST_TRANSFERS } from '../defaults.js';
+import { InterruptedError, localIoError, TimeoutError, UsageError, type FtxError } from '../errors.js';
 import { foldsCase } from '../fs/case-folding.js';
 import { caseFoldKey } from '../fs/names.js';
-import { removeStaleLeftovers, type Leftover } from '../fs/staged-file.js';
+import { refuseConnection } from '../handshake.js';
+import type { Protocol } from '../protocol/messages.js';
+import { receiveConnection, type ConnectionOptions, type ReceivedFile } from '../receiver.js';
+import type { ConnectionPolicy, Refusal, TransferRequest } from '../session/policy.js';
+import { adjustCount, Admission, type Ticket } from '../transport/admission.js';
+import { addressesToAnnounce, formatHostPort, listen, remoteOf } from '../transport/tcp.js';
+import { silentLog, type Log } from '../util/log.js';
+import { whenAborted } from '../util/timers.js';
 import { formatBytes } from '../util/units.js';
-
-export { DEFAULT_MAX_CONNS } from '../defaults.js';
-
-/** Transfers in flight at once from one host. */
-export const DEFAULT_PER_HOST_TRANSFERS = 8;
+import { validateCount, validateTimeout } from './options.js';
+import { connectionOptions, perHostConnections, requireWritable, sweepLeftovers, type ReceivingOptions } from './receiving.js';
 
 /** How often serve mode looks for stale temporary files once running. */
 const STALE_SWEEP_EVERY_MS = 60 * 60 * 1000;
@@ -51,39 +46,92 @@ const SERVE_WRITE_BUFFER_BYTES = 256 * 1024;
 /** Room for connections being refused or closing, beyond transfers and the pending pool. */
 const SOCKET_SLACK = 256;
 
-export interface ServeOptions extends Omit<ReceiveOptions, 'target' | 'onStart' | 'onProgress' | 'onOpened'> {
+export interface ServeOptions extends ReceivingOptions {
+  /** The folder every file is stored in, under the name its sender gives. */
   folder: string;
-  /** Transfers in flight at once; more senders are refused as busy. */
-  maxConns: number;
-  /** Connections at once from one host, handshaking or transferring (default 16). */
-  perHostConnections?: number;
+  /** Transfers in flight at once; more senders are refused as busy (default 64). */
+  maxTransfers?: number | undefined;
   /** Transfers in flight at once from one host (default 8). */
-  perHostTransfers?: number;
-  /** Connections still in their handshake, all hosts together (default 128). */
-  maxPending?: number;
-  /** Temporary files older than this are removed, now and every hour; 0 keeps them. */
-  partialMaxAgeMs?: number;
-  onTransferStart?: (transfer: TransferInfo) => void;
-  onTransferProgress?: (id: number, bytesReceived: number) => void;
-  /**
-   * Every connection ends here: a file stored, a ping, a silent probe, or an error
-   * (`transferring` tells whether its file had been accepted). Whatever this throws is
-   * logged, never left to crash the receiver.
-   */
-  onConnectionEnd?: (id: number, peer: string, outcome: ConnectionOutcome | { kind: 'error'; error: FtxError; transferring: boolean }) => void;
-  /** A connection turned away before its conversation (its host is over its share). */
-  onConnectionRefused?: (peer: string, message: string) => void;
-  /** Stale temporary files removed by the periodic sweep. */
-  onStaleRemoved?: (removed: Leftover[]) => void;
+  perHostTransfers?: number | undefined;
+  /** Connections still in their handshake, all hosts together; beyond it the oldest of the busiest host is dropped (default 128). */
+  maxPending?: number | undefined;
+  /** A file was accepted; its bytes are coming. */
+  onTransferStart?: ((transfer: TransferInfo) => void) | undefined;
+  /** A transfer's bytes arrive. */
+  onTransferProgress?: ((progress: { id: number; bytes: number; total: number }) => void) | undefined;
+  /** A file is stored: complete, verified, durable under `path`. */
+  onTransferDone?: ((transfer: ReceivedFile & { id: number }) => void) | undefined;
+  /** A sender's file was refused, or its transfer failed (`accepted`: after its Accept, when its partial file was removed). */
+  onTransferFailed?: ((failure: { id: number; peer: string; error: FtxError; accepted: boolean }) => void) | undefined;
+  /** A connection that brought no file: a ping, a silent probe, or one dropped before its header (garbage, too slow, too many from its address). */
+  onConnection?: ((event: ConnectionEvent) => void) | undefined;
 }
 
 export interface TransferInfo {
   id: number;
   peer: string;
+  /** The name the sender gave. */
   name: string;
+  /** Where it is being stored. */
   path: string;
   size: number;
   protocol: Protocol;
+}
+
+export type ConnectionEvent =
+  | { kind: 'ping'; id: number; peer: string; message: string }
+  | { kind: 'silent'; id: number; peer: string }
+  /** Dropped before its header: garbage, a handshake timeout, evicted for a newer connection. */
+  | { kind: 'dropped'; id: number; peer: string; error: FtxError }
+  /** Turned away on arrival: its host already has its share of connections. */
+  | { kind: 'turned-away'; peer: string; message: string };
+
+export interface ServeHandle {
+  /** The port it listens on (the one chosen, when asked for port 0). */
+  readonly port: number;
+  /** The address it listens on ('::' for every interface). */
+  readonly address: string;
+  /** What a sender on another machine can connect to: "192.0.2.2:9999", "[fd00::2]:9999" (this machine's addresses when listening on all of them). */
+  readonly endpoints: string[];
+  /** Transfers in flight now. */
+  readonly activeTransfers: number;
+  /**
+   * Stops accepting, lets transfers in flight finish for up to `graceMs` (default 30 s),
+   * then cuts the rest (their partial files are removed). Resolves with how many were cut.
+   * Calling it again with a shorter grace cuts sooner.
+   */
+  close(options?: { graceMs?: number }): Promise<{ cut: number }>;
+}
+
+/** Starts serving `folder`. Resolves once listening. */
+export async function serve(options: ServeOptions): Promise<ServeHandle> {
+  const stats = await stat(options.folder).catch((error: unknown) => {
+    throw localIoError(error, 'serve into', options.folder);
+  });
+  if (!stats.isDirectory()) throw new UsageError(`serving needs a folder to store files in; ${options.folder} is not one`);
+  await requireWritable(options.folder);
+  if (options.maxTransfers !== undefined) validateCount('maxTransfers', options.maxTransfers);
+  if (options.perHostTransfers !== undefined) validateCount('perHostTransfers', options.perHostTransfers);
+  if (options.maxPending !== undefined) validateCount('maxPending', options.maxPending);
+  const folds = await foldsCase(options.folder);
+  await sweepLeftovers(options.folder, options).catch(() => {});
+  const server = await listen(options.port ?? 9999, options.host);
+  const receiver = new ServeReceiver(server, options, folds);
+  const stopListening = whenAborted(options.signal, () => void receiver.shutdown(0));
+  const { address, port } = server.address() as { address: string; port: number };
+  return {
+    port,
+    address,
+    endpoints: addressesToAnnounce(address).map((host) => formatHostPort({ host, port })),
+    get activeTransfers() {
+      return receiver.activeTransfers;
+    },
+    close: async (closing = {}) => {
+      const cut = await receiver.shutdown(validateTimeout('graceMs', closing.graceMs ?? DEFAULT_GRACE_MS));
+      stopListening();
+      return { cut };
+    },
+  };
 }
 
 interface LiveConnection {
@@ -91,62 +139,59 @@ interface LiveConnection {
   /** Cuts this connection, telling the peer why. */
   abort: AbortController;
   handled: Promise<void>;
-  /** True once a file was accepted on it: shutdown lets these finish. */
+  /** Its header is in: a failure from here is a transfer's, not a stray connection's. */
+  opened: boolean;
+  /** Its file was accepted: shutdown lets these finish. */
   transferring: boolean;
 }
 
+/** The receiver behind serve(), exported for tests that drive its server directly. */
 export class ServeReceiver {
   readonly #server: Server;
   readonly #options: ServeOptions;
+  readonly #perConnection: Omit<ConnectionOptions, 'signal' | 'onOpened' | 'onStart' | 'onProgress'>;
+  readonly #log: Log;
   readonly #admission: Admission;
   readonly #connections = new Map<number, LiveConnection>();
   /** Transfers in flight (each knows what it still has to write), with the key of their path. */
   readonly #inFlight = new Map<TransferRequest, string>();
-  /** Target path -> transfers writing it (more than one only under overwrite). */
+  /** Target path key -> transfers writing it (more than one only under overwrite). */
   readonly #pathsInFlight = new Map<string, number>();
   /** Host -> transfers in flight from it. */
   readonly #transfersPerHost = new Map<string, number>();
   readonly #sweeper: NodeJS.Timeout | undefined;
   /** Whether the folder treats "A.txt" and "a.txt" as one file: names in flight are then keyed by their fold. */
-  #foldsCase = false;
+  readonly #foldsCase: boolean;
   #nextId = 1;
   #stopping = false;
 
-  constructor(server: Server, options: ServeOptions) {
+  constructor(server: Server, options: ServeOptions, foldsCase: boolean) {
     this.#server = server;
     this.#options = options;
-    this.#admission = new Admission({
-      perHostConnections: options.perHostConnections ?? DEFAULT_PER_HOST_CONNECTIONS,
-      maxPending: options.maxPending ?? DEFAULT_MAX_PENDING,
-    });
+    this.#perConnection = connectionOptions(options.folder, options);
+    this.#log = options.log ?? silentLog;
+    this.#foldsCase = foldsCase;
+    const maxPending = options.maxPending ?? DEFAULT_MAX_PENDING;
+    this.#admission = new Admission({ perHostConnections: perHostConnections(options), maxPending });
     // A hard bound on sockets (file descriptors), above what admission lets in.
-    server.maxConnections = options.maxConns + (options.maxPending ?? DEFAULT_MAX_PENDING) + SOCKET_SLACK;
+    server.maxConnections = (options.maxTransfers ?? DEFAULT_MAX_TRANSFERS) + maxPending + SOCKET_SLACK;
     server.on('connection', (socket) => this.#accept(socket));
     // Accept errors (EMFILE: out of file descriptors) are the moment's, not fatal: without
     // a listener the process would crash; with one, the server keeps listening.
     server.on('error', (error: NodeJS.ErrnoException) => {
-      (options.log ?? silentLog).warn({ event: 'accept-error', code: error.code }, `could not accept a connection (${error.code ?? error.message}); still serving`);
+      this.#log.warn({ event: 'accept-error', code: error.code }, `could not accept a connection (${error.code ?? error.message}); still serving`);
     });
-    void foldsCase(options.folder).then((folds) => {
-      this.#foldsCase = folds;
-    });
-    const maxAgeMs = options.partialMaxAgeMs ?? 0;
+    const maxAgeMs = options.partialMaxAgeMs ?? DEFAULT_PARTIAL_MAX_AGE_MS;
     if (maxAgeMs > 0) {
-      this.#sweeper = setInterval(() => void this.#sweep(maxAgeMs), STALE_SWEEP_EVERY_MS);
+      this.#sweeper = setInterval(() => void sweepLeftovers(options.folder, options).catch(() => {}), STALE_SWEEP_EVERY_MS);
       this.#sweeper.unref();
     }
   }
 
-  /** Transfers in flight now. */
   get activeTransfers(): number {
     return this.#inFlight.size;
   }
 
-  /**
-   * Stops accepting, lets transfers in flight finish for up to `graceMs`, then cuts
-   * the rest (their partial files are removed). Resolves with how many were cut.
-   * Calling it again with a shorter grace cuts sooner.
-   */
   async shutdown(graceMs: number, reason = new InterruptedError('the receiver is shutting down')): Promise<number> {
     this.#stopping = true;
     clearInterval(this.#sweeper);
@@ -169,52 +214,59 @@ export class ServeReceiver {
     return cut.length;
   }
 
-  async #sweep(maxAgeMs: number): Promise<void> {
-    const { removed } = await removeStaleLeftovers(this.#options.folder, maxAgeMs);
-    if (removed.length > 0) this.#notify(() => this.#options.onStaleRemoved?.(removed));
-  }
-
   #accept(socket: Socket): void {
-    const log = this.#options.log ?? silentLog;
     if (this.#stopping) {
       socket.destroy();
       return;
     }
     const peer = remoteOf(socket);
-    const live: LiveConnection = { socket, abort: new AbortController(), handled: Promise.resolve(), transferring: false };
+    const live: LiveConnection = { socket, abort: new AbortController(), handled: Promise.resolve(), opened: false, transferring: false };
     const ticket = this.#admission.admit(socket.remoteAddress ?? 'unknown', () =>
       live.abort.abort(new TimeoutError('too many connections are waiting to send their header; this one was the oldest from the busiest address, and was dropped')),
     );
     if (!ticket) {
-      const limit = this.#options.perHostConnections ?? DEFAULT_PER_HOST_CONNECTIONS;
+      const limit = perHostConnections(this.#options);
       const message = `too many connections from your address (${limit} at once); try again when some have finished`;
       refuseConnection(socket, 'busy', message);
-      this.#notify(() => this.#options.onConnectionRefused?.(peer, message));
+      this.#notify(() => this.#options.onConnection?.({ kind: 'turned-away', peer, message }));
       return;
     }
     const id = this.#nextId++;
     this.#connections.set(id, live);
-    log.debug({ id, peer }, 'connection');
-
-    const options: ReceiveOptions = {
+    this.#log.debug({ id, peer }, 'connection');
+    let total = 0;
+    const options: ConnectionOptions = {
       writeBufferBytes: SERVE_WRITE_BUFFER_BYTES,
-      ...this.#options,
-      target: this.#options.folder,
+      ...this.#perConnection,
       signal: live.abort.signal,
-      onOpened: () => ticket.opened(),
+      onOpened: () => {
+        live.opened = true;
+        ticket.opened();
+      },
       onStart: (transfer) => {
         live.transferring = true;
+        total = transfer.size;
         this.#notify(() => this.#options.onTransferStart?.({ ...transfer, id }));
       },
-      onProgress: (bytes) => this.#options.onTransferProgress?.(id, bytes),
+      onProgress: this.#options.onTransferProgress && ((bytes) => this.#options.onTransferProgress?.({ id, bytes, total })),
     };
-    live.handled = handleConnection(socket, options, this.#policy(ticket)).then(
-      (outcome) => this.#notify(() => this.#options.onConnectionEnd?.(id, peer, outcome)),
-      (error: unknown) => this.#notify(() => this.#options.onConnectionEnd?.(id, peer, { kind: 'error', error: error as FtxError, transferring: live.transferring })),
-    ).finally(() => {
-      ticket.release();
-      this.#connections.delete(id);
-    });
+    live.handled = receiveConnection(socket, options, this.#policy(ticket))
+      .then(
+        (outcome) => {
+          if (outcome.kind === 'file') this.#notify(() => this.#options.onTransferDone?.({ ...outcome.result, id }));
+          else if (outcome.kind === 'ping') this.#notify(() => this.#options.onConnection?.({ kind: 'ping', id, peer, message: outcome.message }));
+          else this.#notify(() => this.#options.onConnection?.({ kind: 'silent', id, peer }));
+        },
+        (error: unknown) => {
+          const failure = error as FtxError;
+          if (live.opened) this.#notify(() => this.#options.onTransferFailed?.({ id, peer, error: failure, accepted: live.transferring }));
+          else this.#notify(() => this.#options.onConnection?.({ kind: 'dropped', id, peer, error: failure }));
+        },
+      )
+      .finally(() => {
+        ticket.release();
+        this.#connections.delete(id);
+      });
   }
 
   /** Runs a caller's callback; what it throws is logged, not left to crash the process. */
@@ -222,26 +274,27 @@ export class ServeReceiver {
     try {
       callback();
     } catch (error) {
-      (this.#options.log ?? silentLog).error({ event: 'callback-error', cause: String(error) }, `a serve-mode callback failed: ${error instanceof Error ? error.message : String(error)}`);
+      this.#log.error({ event: 'callback-error', cause: String(error) }, `a serve-mode callback failed: ${error instanceof Error ? error.message : String(error)}`);
     }
   }
 
   /** One policy per connection, all sharing the receiver's counters. */
   #policy(ticket: Ticket): ConnectionPolicy {
     const host = ticket.host;
+    const maxTransfers = this.#options.maxTransfers ?? DEFAULT_MAX_TRANSFERS;
+    const perHost = this.#options.perHostTransfers ?? DEFAULT_PER_HOST_TRANSFERS;
     return {
       claim: (request: TransferRequest): Refusal | undefined => {
         if (this.#stopping) return { reason: 'busy', message: 'the receiver is shutting down; try again later' };
-        if (this.#inFlight.size >= this.#options.maxConns) {
+        if (this.#inFlight.size >= maxTransfers) {
           return { reason: 'busy', message: `the receiver is busy (${this.#inFlight.size} transfers in progress, its limit); try again later` };
         }
-        const perHost = this.#options.perHostTransfers ?? DEFAULT_PER_HOST_TRANSFERS;
         if ((this.#transfersPerHost.get(host) ?? 0) >= perHost) {
           return { reason: 'busy', message: `your address already has ${perHost} transfers in progress, its limit; try again when one has finished` };
         }
         const pathKey = this.#pathKey(request.path);
-        if (this.#pathsInFlight.has(pathKey) && this.#options.onConflict !== 'overwrite') {
-          return { reason: 'exists', message: 'a file of that name is being received right now; send under another name (--name)' };
+        if (this.#pathsInFlight.has(pathKey) && this.#perConnection.onConflict !== 'overwrite') {
+          return { reason: 'exists', message: 'a file of that name is being received right now' };
         }
         if (request.freeBytes !== undefined && request.size + this.#stillToWrite() > request.freeBytes) {
           return { reason: 'no-space', message: `not enough free space on the receiver for ${formatBytes(request.size)} besides the transfers in progress; try again later` };

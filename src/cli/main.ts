@@ -6,28 +6,33 @@
 import yargs, { type Argv } from 'yargs';
 import { createOutput, escapeForTerminal, type Output } from './output.js';
 import type { CommonArgs, Interruption, PingArgs, RecvArgs, SendArgs } from './commands.js';
-import { FtxError, InterruptedError, isFtxError, UsageError } from '../errors.js';
 import { EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_SIGTERM } from './exit-codes.js';
-import { enableGarbageNudges } from '../util/gc-nudge.js';
-import { DEFAULT_PORT, parseHostPort, parsePort } from '../transport/tcp.js';
-import { DEFAULT_MAX_CONNS } from '../defaults.js';
-import { HASH_ALGORITHMS, type HashAlgorithm } from '../protocol/messages.js';
-import { DEFAULT_PER_HOST_CONNECTIONS } from '../transport/admission.js';
+import { describeFailure, type Side } from './hints.js';
+import {
+  DEFAULT_GRACE_MS,
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_MAX_TRANSFERS,
+  DEFAULT_PER_HOST_CONNECTIONS,
+  DEFAULT_PER_HOST_TRANSFERS,
+  DEFAULT_PORT,
+  DEFAULT_TIMEOUT_MS,
+} from '../defaults.js';
+import { DEFAULT_DIGEST, DIGEST_NAMES, type DigestName } from '../digest/names.js';
 import { parseByteSize, parseDuration } from '../util/units.js';
 import { VERSION } from '../util/version.js';
+import { FtxError, InterruptedError, isFtxError, UsageError } from '../errors.js';
+import { parseHostPort, parsePort } from '../util/address.js';
 
 /** Longest wait a Node timer can hold (2^31 - 1 ms); longer ones would fire at once. */
 const MAX_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
-const DEFAULT_GRACE_SECONDS = 30;
-/** Defaults of the receiver's limits, as receiver.ts and serve.ts document them (kept here so --help loads neither). */
-const DEFAULT_HANDSHAKE_SECONDS = 5;
-const DEFAULT_PER_HOST_TRANSFERS = 8;
+const DEFAULT_GRACE_SECONDS = DEFAULT_GRACE_MS / 1000;
+const DEFAULT_HANDSHAKE_SECONDS = DEFAULT_HANDSHAKE_TIMEOUT_MS / 1000;
 
 function commonOptions<T>(args: Argv<T>) {
   return args
     .option('timeout', {
       type: 'number',
-      default: 30,
+      default: DEFAULT_TIMEOUT_MS / 1000,
       describe: 'Give up when the peer sends nothing for this many seconds (0: never)',
     })
     .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'No progress bar and no info lines; errors only' })
@@ -69,7 +74,7 @@ function buildParser(argv: string[]) {
         .option('serve', { type: 'boolean', default: false, describe: 'Keep running and store every sender\'s file in the target folder, many at once' })
         // --max-conns and --grace have no yargs default, so the check below can tell an
         // explicit one (an error without --serve) from none; runServe applies the defaults.
-        .option('max-conns', { type: 'number', describe: `With --serve: transfers at once; more senders are refused as busy [default: ${DEFAULT_MAX_CONNS}]` })
+        .option('max-conns', { type: 'number', describe: `With --serve: transfers at once; more senders are refused as busy [default: ${DEFAULT_MAX_TRANSFERS}]` })
         .option('on-conflict', {
           choices: ['refuse', 'rename', 'overwrite'] as const,
           describe: 'When the name is taken: refuse the file, store it as name-N, or replace [default: refuse; overwrite with --force]',
@@ -121,12 +126,12 @@ function buildParser(argv: string[]) {
           type: 'string',
           demandOption: true,
           describe: 'host, host:port or [ipv6]:port (port 9999 if omitted)',
-          coerce: (text: string) => parseHostPort(text),
+          coerce: checkDestination,
         })
         .option('name', { type: 'string', describe: 'Announce the file under this name instead of its own' })
         .option('hash', {
-          choices: HASH_ALGORITHMS,
-          default: 'sha256' as HashAlgorithm,
+          choices: DIGEST_NAMES,
+          default: DEFAULT_DIGEST as DigestName,
           describe: 'Digest both ends check: sha256, or xxh128 (a faster non-cryptographic checksum)',
         })
         .option('verified-only', {
@@ -143,7 +148,7 @@ function buildParser(argv: string[]) {
           type: 'string',
           demandOption: true,
           describe: 'host, host:port or [ipv6]:port (port 9999 if omitted)',
-          coerce: (text: string) => parseHostPort(text),
+          coerce: checkDestination,
         })
         .option('message', { alias: 'm', type: 'string', default: 'ping', describe: 'Text for the receiver to echo' })
         .example('ftx ping backupbox && ftx send db.dump backupbox', 'send only if the receiver is up'),
@@ -187,7 +192,6 @@ export async function main(argv: string[]): Promise<number> {
   if (shown.help || shown.version || typeof command !== 'string' || !COMMANDS.includes(command)) return EXIT_OK;
 
   const args = parsed as unknown as CommonArgs;
-  enableGarbageNudges();
   const output = await createOutput({
     level: args['log-level'] ?? (args.quiet ? 'warn' : 'info'),
     format: args['log-format'] === 'auto' ? (process.stderr.isTTY ? 'text' : 'json') : args['log-format'],
@@ -199,7 +203,7 @@ export async function main(argv: string[]): Promise<number> {
     const recvArgs = {
       ...(parsed as unknown as RecvArgs),
       grace: parsed.grace ?? DEFAULT_GRACE_SECONDS,
-      'max-conns': parsed['max-conns'] ?? DEFAULT_MAX_CONNS,
+      'max-conns': parsed['max-conns'] ?? DEFAULT_MAX_TRANSFERS,
       'per-host-transfers': parsed['per-host-transfers'] ?? DEFAULT_PER_HOST_TRANSFERS,
     };
     const summary =
@@ -214,9 +218,11 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT_OK;
   } catch (error) {
     const code = exitCodeFor(error, interruption.signalName());
-    reportFailure(output, error, code);
+    reportFailure(output, error, code, command === 'recv' ? 'receiver' : 'sender');
     if (args.json) {
-      const failure = isFtxError(error) ? { code: error.code, message: error.message } : { code: 'FTX_ERR_INTERNAL', message: String(error) };
+      // The same words as the line on stderr, advice included.
+      const side: Side = command === 'recv' ? 'receiver' : 'sender';
+      const failure = isFtxError(error) ? { code: error.code, message: describeFailure(error, side) } : { code: 'FTX_ERR_INTERNAL', message: String(error) };
       process.stdout.write(`${JSON.stringify({ ok: false, exitCode: code, error: failure })}\n`);
     }
     return code;
@@ -248,6 +254,12 @@ function jsonRequested(argv: string[]): boolean {
     else if (arg === '--no-json' || arg === '--json=false') wanted = false;
   }
   return wanted;
+}
+
+/** Checks a destination as the API will read it (a usage error now, before anything starts); keeps the text. */
+function checkDestination(text: string): string {
+  parseHostPort(text);
+  return text;
 }
 
 function parseMaxSize(text: string): number {
@@ -325,9 +337,9 @@ function ignoreBrokenOutput(): void {
   }
 }
 
-function reportFailure(output: Output, error: unknown, exitCode: number): void {
+function reportFailure(output: Output, error: unknown, exitCode: number, side: Side): void {
   if (error instanceof FtxError) {
-    output.log.error({ code: error.code, exitCode }, error.message);
+    output.log.error({ code: error.code, exitCode }, describeFailure(error, side));
     if (error.cause !== undefined) output.log.debug({ cause: String((error.cause as Error)?.stack ?? error.cause) }, 'cause');
   } else {
     output.log.error({ code: 'FTX_ERR_INTERNAL', exitCode }, `unexpected error (a bug in ftx; please report it): ${error instanceof Error ? error.message : String(error)}`);

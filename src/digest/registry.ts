@@ -1,13 +1,17 @@
 /**
- * The digests both ends compute over the data. SHA-256 (node:crypto) is the default:
- * it is what `sha256sum` prints, so scripts can check a file against the summary.
- * xxh128 (WebAssembly, from hash-wasm) is a non-cryptographic checksum, as rsync and
- * croc use: it catches corruption as surely, at about 2.7x SHA-256's speed (measured
- * on this project's 2-core build machine: 4.5 vs 1.7 GiB/s), which matters when both
- * ends share a CPU or the link is faster than SHA-256. It is loaded only when asked for.
+ * The digests both ends compute over the data: one registry, the only place that knows
+ * each algorithm's name, the length of its hex digest, and how to make a hasher.
+ *
+ * - sha256 (node:crypto): the default, what `sha256sum` prints, so scripts can check a
+ *   stored file against the summary.
+ * - xxh128 (WebAssembly, from hash-wasm, loaded only when asked for): a non-cryptographic
+ *   checksum, as rsync and croc use; it catches corruption as surely, at about 2.7x
+ *   SHA-256's speed on this project's 2-core build machine (4.5 vs 1.7 GiB/s).
  */
 import { createHash } from 'node:crypto';
-import type { HashAlgorithm } from '../protocol/messages.js';
+import { DIGEST_NAMES, type DigestName } from './names.js';
+
+export { DEFAULT_DIGEST, DIGEST_NAMES, type DigestName } from './names.js';
 
 export interface Hasher {
   update(chunk: Buffer): void;
@@ -15,16 +19,39 @@ export interface Hasher {
   digest(): string;
 }
 
-/** Hex digits of each algorithm's digest, for validating what peers send. */
-export const DIGEST_HEX_LENGTH: Record<HashAlgorithm, number> = { sha256: 64, xxh128: 32 };
+export interface DigestAlgorithm {
+  /** Hex digits of a digest: what a peer's digest is checked against. */
+  readonly hexLength: number;
+  /** What it is, for people (--help, docs). */
+  readonly description: string;
+  create(): Promise<Hasher>;
+}
 
-export async function createHasher(algorithm: HashAlgorithm): Promise<Hasher> {
-  if (algorithm === 'sha256') {
-    const hash = createHash('sha256');
-    return { update: (chunk) => hash.update(chunk), digest: () => hash.digest('hex') };
-  }
-  const { createXXHash128 } = await import('hash-wasm');
-  const hash = await createXXHash128();
-  hash.init();
-  return { update: (chunk) => hash.update(chunk), digest: () => hash.digest('hex') };
+export const DIGESTS = {
+  sha256: {
+    hexLength: 64,
+    description: 'SHA-256, what sha256sum prints',
+    create: async () => {
+      const hash = createHash('sha256');
+      return { update: (chunk) => hash.update(chunk), digest: () => hash.digest('hex') };
+    },
+  },
+  xxh128: {
+    hexLength: 32,
+    description: 'XXH3-128, a fast non-cryptographic checksum (xxhsum -H2)',
+    create: async () => {
+      const { createXXHash128 } = await import('hash-wasm');
+      const hash = await createXXHash128();
+      hash.init();
+      return { update: (chunk) => hash.update(chunk), digest: () => hash.digest('hex') };
+    },
+  },
+} as const satisfies Record<DigestName, DigestAlgorithm>;
+
+export function isDigestName(name: unknown): name is DigestName {
+  return (DIGEST_NAMES as readonly unknown[]).includes(name);
+}
+
+export function createHasher(name: DigestName): Promise<Hasher> {
+  return DIGESTS[name].create();
 }

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CASE_PROBE_PREFIX, TEMP_SUFFIX } from './staged-file.js';
+import { CASE_PROBE_PREFIX, TEMP_SUFFIX } from './temp-names.js';
 
 /**
  * Creates a uniquely named empty file in `folder` (exclusively, so it never touches an

@@ -12,8 +12,10 @@
  * Pure: no file system here. Probes of the target file system (does it fold case?)
  * live in case-folding.ts.
  */
-import { MAX_NAME_BYTES } from '../protocol/messages.js';
-import { isTemporaryName } from './staged-file.js';
+import { isTemporaryName } from './temp-names.js';
+
+/** Longest file name, in UTF-8 bytes (the usual NAME_MAX); a header may carry no longer one. */
+export const MAX_NAME_BYTES = 255;
 
 /** Names Windows reserves in any folder, with or without an extension. */
 const WINDOWS_DEVICE_NAME = /^(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³]|conin\$|conout\$)(\..*)?$/i;

@@ -23,12 +23,8 @@ import { Writable } from 'node:stream';
 import { link, lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { localIoError } from '../errors.js';
+import { CASE_PROBE_PREFIX, isTemporaryName, TEMP_PREFIX, TEMP_SUFFIX } from './temp-names.js';
 
-/** Prefix and suffix of temporary files, so a leftover from a crash is easy to spot. */
-export const TEMP_PREFIX = '.';
-export const TEMP_SUFFIX = '.ftx-part';
-/** Start of the case-folding probe's name (case-folding.ts): a temporary file, but no transfer's. */
-export const CASE_PROBE_PREFIX = `${TEMP_PREFIX}ftx-case-probe.`;
 
 /**
  * Bytes a writer buffers before pushing back on the socket. 1 MiB: a single transfer
@@ -91,10 +87,6 @@ export function temporaryNameFor(finalPath: string): string {
   let stem = basename(finalPath);
   while (Buffer.byteLength(stem, 'utf8') > MAX_TEMP_STEM_BYTES) stem = stem.slice(0, -1);
   return join(dirname(finalPath), `${TEMP_PREFIX}${stem}.${randomBytes(4).toString('hex')}${TEMP_SUFFIX}`);
-}
-
-export function isTemporaryName(name: string): boolean {
-  return name.startsWith(TEMP_PREFIX) && name.endsWith(TEMP_SUFFIX);
 }
 
 /**

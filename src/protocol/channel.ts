@@ -7,12 +7,18 @@
  * an unread socket stops being read from the kernel and TCP pushes back on the peer.
  * Bytes that arrive glued to a frame (the data after a header, a trailer right after
  * the data) stay in the decoder until the next read asks for them.
+ *
+ * The channel also knows the conversation's phase in the one place that matters: while
+ * this side streams raw file data (beginSendingData … endSendingData), every byte it
+ * writes is file data to the peer, so a control frame there would be taken for data.
+ * Control writes in that phase are refused (a bug), and a farewell is not attempted.
  */
-import type { Duplex } from 'node:stream';
 import { Socket } from 'node:net';
-import { ConnectionLostError, FtxError, InternalError, TimeoutError } from '../errors.js';
+import type { Duplex } from 'node:stream';
+import { ConnectionLostError, InternalError, isFtxError, TimeoutError, type FtxError } from '../errors.js';
 import { FrameDecoder, type Frame } from '../framing.js';
-import { formatBytes } from '../util/units.js';
+import { within } from '../util/timers.js';
+import { formatBytes, formatProgress } from '../util/units.js';
 
 export interface ChannelOptions {
   /** Destroy the connection after this long without any traffic; 0 disables. */
@@ -25,15 +31,22 @@ export interface ChannelOptions {
  * A floor under the data rate while readData() waits on the peer: over every stretch of
  * `windowMs` spent waiting for its bytes, the peer must deliver at least
  * `bytesPerSecond`. Time the reader spends elsewhere (its own disk pushing back) does not
- * count, so only a slow peer is cut, never a slow receiver.
+ * count, so only a slow peer is cut, never a slow receiver. The check runs when the
+ * window is over, whether or not a byte has just arrived.
  */
 export interface RateFloor {
   bytesPerSecond: number;
   windowMs: number;
 }
 
-/** Codes node:net uses when the other end vanished rather than closed politely. */
-const LOST_CONNECTION_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ERR_STREAM_DESTROYED']);
+/** Codes node:net and node:stream use when the other end vanished rather than closed politely. */
+const LOST_CONNECTION_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+/** True for an error that means the connection broke (as opposed to, say, a disk failing). */
+export function isConnectionFailure(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' && (LOST_CONNECTION_CODES.has(code) || code.startsWith('ERR_STREAM'));
+}
 
 export class Channel {
   readonly stream: Duplex;
@@ -47,6 +60,7 @@ export class Channel {
   readonly #chunks: AsyncIterator<Buffer>;
   #ended = false;
   #filling: Promise<boolean> | undefined;
+  #sendingData = false;
 
   constructor(stream: Duplex, options: ChannelOptions = {}) {
     this.stream = stream;
@@ -66,14 +80,26 @@ export class Channel {
     socket.removeAllListeners('timeout');
     if (ms > 0) {
       socket.once('timeout', () => {
-        const error = new TimeoutError(
-          `${this.peerRole} sent nothing for ${ms / 1000} s; it may have crashed or the network is down (raise --timeout for slow links)`,
-        );
+        const error = new TimeoutError(`${this.peerRole} sent nothing for ${ms / 1000} s; it may have crashed or the network is down`, { remedy: 'raise-timeout' });
         // Everything sent to us was read (we were idle), so closing sends FIN, not RST,
         // and the peer gets to read this before it sees the end.
         this.hangUp(error);
       });
     }
+  }
+
+  /** Largest control frame accepted from the peer from now on (see FrameDecoder). */
+  set maxFramePayload(bytes: number) {
+    this.#decoder.maxPayload = bytes;
+  }
+
+  /** From here until endSendingData(), everything this side writes is raw file data. */
+  beginSendingData(): void {
+    this.#sendingData = true;
+  }
+
+  endSendingData(): void {
+    this.#sendingData = false;
   }
 
   /**
@@ -111,15 +137,7 @@ export class Channel {
    */
   async waitForBytes(ms: number): Promise<'data' | 'eof' | 'quiet'> {
     if (this.#decoder.bufferedBytes > 0) return 'data';
-    let timer: NodeJS.Timeout | undefined;
-    const quiet = new Promise<'quiet'>((resolve) => {
-      timer = setTimeout(() => resolve('quiet'), ms);
-    });
-    try {
-      return await Promise.race([this.#fill().then((more) => (more ? 'data' : 'eof')), quiet]);
-    } finally {
-      clearTimeout(timer);
-    }
+    return this.#fillWithin(ms, (more) => (more ? 'data' : 'eof'), 'quiet');
   }
 
   /**
@@ -131,11 +149,6 @@ export class Channel {
     const [first, ...rest] = this.#decoder.takeRemainder();
     for (const chunk of rest) this.#decoder.append(chunk);
     return first ?? null;
-  }
-
-  /** Largest control frame accepted from the peer from now on (see FrameDecoder). */
-  set maxFramePayload(bytes: number) {
-    this.#decoder.maxPayload = bytes;
   }
 
   /** Puts bytes back in front of whatever is buffered. */
@@ -151,42 +164,60 @@ export class Channel {
    */
   async *readData(byteCount: number, onChunk?: (chunk: Buffer) => void, floor?: RateFloor): AsyncGenerator<Buffer, void, undefined> {
     let remaining = byteCount;
-    let waitedMs = 0;
-    let bytesInWindow = 0;
-    while (remaining > 0) {
-      const waitStarted = floor ? performance.now() : 0;
-      let chunk = await this.readRaw();
-      if (!chunk) {
-        const received = byteCount - remaining;
-        throw new ConnectionLostError(
-          `${this.peerRole} closed the connection after ${formatBytes(received)} of ${formatBytes(byteCount)} (${Math.floor((100 * received) / byteCount)}%)`,
+    const window = { waitedMs: 0, bytes: 0 };
+    const checkFloor = () => {
+      if (!floor || window.waitedMs < floor.windowMs) return;
+      if (window.bytes < (floor.bytesPerSecond * window.waitedMs) / 1000) {
+        throw new TimeoutError(
+          `${this.peerRole} sent only ${formatBytes(window.bytes)} in ${Math.round(window.waitedMs / 1000)} s, below the minimum rate of ${formatBytes(floor.bytesPerSecond)}/s; the link is too slow or the peer stalled`,
         );
+      }
+      window.waitedMs = 0;
+      window.bytes = 0;
+    };
+    while (remaining > 0) {
+      let chunk = floor ? await this.#readRawTimed(floor, window, checkFloor) : await this.readRaw();
+      if (!chunk) {
+        throw new ConnectionLostError(`${this.peerRole} closed the connection after ${formatProgress(byteCount - remaining, byteCount)}`);
       }
       if (chunk.length > remaining) {
         this.unread(chunk.subarray(remaining));
         chunk = chunk.subarray(0, remaining);
       }
       remaining -= chunk.length;
-      if (floor) {
-        waitedMs += performance.now() - waitStarted;
-        bytesInWindow += chunk.length;
-        if (waitedMs >= floor.windowMs) {
-          if (bytesInWindow < (floor.bytesPerSecond * waitedMs) / 1000) {
-            throw new TimeoutError(
-              `${this.peerRole} sent only ${formatBytes(bytesInWindow)} in ${Math.round(waitedMs / 1000)} s, below the minimum rate of ${formatBytes(floor.bytesPerSecond)}/s; the link is too slow or the peer stalled`,
-            );
-          }
-          waitedMs = 0;
-          bytesInWindow = 0;
-        }
-      }
+      window.bytes += chunk.length;
+      checkFloor();
       onChunk?.(chunk);
       yield chunk;
     }
   }
 
-  /** Writes bytes and resolves once they are handed to the kernel. */
+  /**
+   * readRaw(), but the time spent waiting counts against the rate floor's window, and
+   * when the window runs out while waiting the floor is checked there and then: a peer
+   * that dribbles a byte just before each idle timeout is cut at the end of its window,
+   * not whenever its next byte happens to come.
+   */
+  async #readRawTimed(floor: RateFloor, window: { waitedMs: number; bytes: number }, checkFloor: () => void): Promise<Buffer | null> {
+    for (;;) {
+      const started = performance.now();
+      // A little past the window's end: a peer silent all along is the idle timer's to
+      // report ("sent nothing for 30 s"), which fires at the window's end.
+      const untilChecked = Math.max(1, floor.windowMs - window.waitedMs) + Math.max(250, floor.windowMs / 4);
+      const outcome = this.#decoder.bufferedBytes > 0 ? 'more' : await this.#fillWithin(untilChecked, (more) => (more ? 'more' : 'eof'), 'window over');
+      window.waitedMs += performance.now() - started;
+      if (outcome === 'eof') return null;
+      if (outcome === 'more') return this.readRaw();
+      checkFloor();
+    }
+  }
+
+  /**
+   * Writes control bytes (a frame, a classic line) and resolves once they are handed to
+   * the kernel. Refused while this side streams file data: they would be read as data.
+   */
   write(bytes: Buffer): Promise<void> {
+    if (this.#sendingData) return Promise.reject(new InternalError('a control message was written while file data was being sent'));
     return new Promise((resolve, reject) => {
       this.stream.write(bytes, (error) => (error ? reject(this.describeStreamError(error)) : resolve()));
     });
@@ -194,16 +225,17 @@ export class Channel {
 
   /** Half-closes: no more writes from this side. */
   end(): void {
-    if (!this.stream.writableEnded) this.stream.end();
+    if (!this.stream.destroyed && !this.stream.writableEnded) this.stream.end();
   }
 
   /**
-   * Ends the connection now, saying why first (see farewell); pending reads and writes
-   * fail with `error`. Best effort: if bytes from the peer are still unread, the close
-   * is a reset and the peer may not get to read the farewell.
+   * Ends the connection now, saying why first (see farewell) unless file data is
+   * flowing from this side; pending reads and writes fail with `error`. Best effort: if
+   * bytes from the peer are still unread, the close is a reset and the peer may not get
+   * to read the farewell.
    */
   hangUp(error: FtxError): void {
-    if (this.farewell && this.stream.writable && !this.stream.destroyed) this.stream.write(this.farewell(error));
+    if (this.farewell && !this.#sendingData && this.stream.writable && !this.stream.destroyed) this.stream.write(this.farewell(error));
     this.destroy(error);
   }
 
@@ -218,7 +250,7 @@ export class Channel {
    * anything else as what it is, a bug (exit 1), never disguised as a network fault.
    */
   explain(error: unknown): FtxError {
-    if (error instanceof FtxError) return error;
+    if (isFtxError(error)) return error;
     if (typeof (error as NodeJS.ErrnoException | undefined)?.code === 'string') return this.describeStreamError(error);
     const detail = error instanceof Error ? error.message : String(error);
     return new InternalError(`unexpected failure while talking to ${this.peerRole}: ${detail}`, { cause: error });
@@ -226,13 +258,18 @@ export class Channel {
 
   /** Turns whatever the stream failed with into an FtxError that names the peer. */
   describeStreamError(error: unknown): FtxError {
-    if (error instanceof FtxError) return error;
+    if (isFtxError(error)) return error;
     const code = (error as NodeJS.ErrnoException | undefined)?.code;
-    if (code && LOST_CONNECTION_CODES.has(code)) {
+    if (isConnectionFailure(error)) {
       return new ConnectionLostError(`${this.peerRole} dropped the connection (${code})`, { cause: error });
     }
     const detail = error instanceof Error ? error.message : String(error);
     return new ConnectionLostError(`connection to ${this.peerRole} failed: ${detail}`, { cause: error });
+  }
+
+  /** #fill(), or `quiet` if it has not settled within `ms` (the read goes on: the next call shares it). */
+  #fillWithin<T, Q>(ms: number, settled: (more: boolean) => T, quiet: Q): Promise<T | Q> {
+    return within(this.#fill().then(settled), ms, () => quiet);
   }
 
   /**

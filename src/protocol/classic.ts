@@ -15,9 +15,16 @@
  */
 import type { Channel } from './channel.js';
 import { ConnectionLostError, ProtocolError } from '../errors.js';
-import { isAsciiDigit } from '../handshake.js';
 
 export const CLASSIC_GREETING = 'welcome to conair';
+
+const ASCII_ZERO = 0x30;
+const ASCII_NINE = 0x39;
+
+/** A classic client opens with its size in ASCII digits; no ftx frame type is a digit. */
+export function isAsciiDigit(byte: number): boolean {
+  return byte >= ASCII_ZERO && byte <= ASCII_NINE;
+}
 export const CLASSIC_ACK = 'ko';
 
 /**

@@ -3,9 +3,11 @@
  * untrusted bytes: each decoder either returns a fully checked object or throws
  * ProtocolError naming the field that was wrong. PROTOCOL.md documents each shape.
  */
-import { ProtocolError, type FtxErrorCode, type RefusalReason } from '../errors.js';
+import { ProtocolError, REFUSAL_REASONS, WIRE_ERROR_CODES, type FtxErrorCode, type RefusalReason } from '../errors.js';
 import { encodeFrame, frameTypeName, FrameType, type Frame, type FrameTypeCode } from '../framing.js';
-import { DIGEST_HEX_LENGTH } from '../digest/registry.js';
+import { DIGEST_NAMES, DIGESTS, isDigestName, type DigestName } from '../digest/registry.js';
+import { MAX_NAME_BYTES } from '../fs/names.js';
+
 
 /** Which protocol a peer speaks: ftx's own, or the classic tutorial's (see classic.ts). */
 export type Protocol = 'ftx' | 'classic';
@@ -13,12 +15,9 @@ export type Protocol = 'ftx' | 'classic';
 export const PROTOCOL_NAME = 'ftx';
 export const PROTOCOL_VERSION = 1;
 
-/** Hash algorithms a sender may name in its header (see hashing.ts). */
-export const HASH_ALGORITHMS = ['sha256', 'xxh128'] as const;
-export type HashAlgorithm = (typeof HASH_ALGORITHMS)[number];
+/** A hash algorithm a sender may name in its header: a digest of the registry (digest/registry.ts). */
+export type HashAlgorithm = DigestName;
 
-/** Longest file name a header may carry, in UTF-8 bytes (the usual NAME_MAX). */
-export const MAX_NAME_BYTES = 255;
 
 export interface Greeting {
   protocol: typeof PROTOCOL_NAME;
@@ -78,18 +77,6 @@ export interface Pong {
   time: string;
 }
 
-const REFUSAL_REASONS: readonly RefusalReason[] = ['exists', 'no-space', 'too-large', 'bad-name', 'busy'];
-const ERROR_CODES: readonly FtxErrorCode[] = [
-  'FTX_ERR_PROTOCOL',
-  'FTX_ERR_REFUSED',
-  'FTX_ERR_INTERNAL',
-  'FTX_ERR_CONNECTION_LOST',
-  'FTX_ERR_INTEGRITY',
-  'FTX_ERR_TIMEOUT',
-  'FTX_ERR_REMOTE_IO',
-  'FTX_ERR_LOCAL_IO',
-  'FTX_ERR_INTERRUPTED',
-];
 /** Longest `message` a Refuse or Error frame may carry, in UTF-16 code units (PROTOCOL.md). */
 export const MAX_TEXT = 1024;
 
@@ -152,13 +139,13 @@ function byteCount(frame: Frame, body: Record<string, unknown>, field: string): 
 
 function hashAlgorithm(frame: Frame, body: Record<string, unknown>): HashAlgorithm {
   const value = body.hash;
-  if (!HASH_ALGORITHMS.includes(value as HashAlgorithm)) fail(frame, 'hash', `one of ${HASH_ALGORITHMS.join(', ')}`);
-  return value as HashAlgorithm;
+  if (!isDigestName(value)) fail(frame, 'hash', `one of ${DIGEST_NAMES.join(', ')}`);
+  return value;
 }
 
 function digest(frame: Frame, body: Record<string, unknown>, algorithm: HashAlgorithm): string {
   const value = body.digest;
-  const length = DIGEST_HEX_LENGTH[algorithm];
+  const length = DIGESTS[algorithm].hexLength;
   if (typeof value !== 'string' || value.length !== length || !/^[0-9a-f]+$/.test(value)) {
     fail(frame, 'digest', `${length} lowercase hex digits for ${algorithm}`);
   }
@@ -169,6 +156,10 @@ function expectType(frame: Frame, type: FrameTypeCode): void {
   if (frame.type !== type) {
     throw new ProtocolError(`expected a ${frameTypeName(type)} frame, got ${frameTypeName(frame.type)}`);
   }
+}
+
+function isRefusalReason(value: unknown): value is RefusalReason {
+  return (REFUSAL_REASONS as readonly unknown[]).includes(value);
 }
 
 export function decodeGreeting(frame: Frame): Greeting {
@@ -212,7 +203,7 @@ export function decodeRefuse(frame: Frame): Refuse {
   expectType(frame, FrameType.Refuse);
   const body = parseObject(frame);
   const reason = body.reason;
-  if (!REFUSAL_REASONS.includes(reason as RefusalReason)) fail(frame, 'reason', `one of ${REFUSAL_REASONS.join(', ')}`);
+  if (!isRefusalReason(reason)) fail(frame, 'reason', `one of ${REFUSAL_REASONS.join(', ')}`);
   return { reason: reason as RefusalReason, message: text(frame, body, 'message') };
 }
 
@@ -240,11 +231,11 @@ export function decodeError(frame: Frame): ErrorMessage {
   const body = parseObject(frame);
   const code = body.code;
   // An unknown code from a newer peer is still an error; report it as a protocol one.
-  const known = ERROR_CODES.includes(code as FtxErrorCode) ? (code as FtxErrorCode) : 'FTX_ERR_PROTOCOL';
+  const known: FtxErrorCode = (WIRE_ERROR_CODES as readonly unknown[]).includes(code) ? (code as FtxErrorCode) : 'FTX_ERR_PROTOCOL';
   const error: ErrorMessage = { code: known, message: text(frame, body, 'message') };
   if (known === 'FTX_ERR_REFUSED') {
     // A refusal whose reason this version does not know is still a refusal.
-    error.reason = REFUSAL_REASONS.includes(body.reason as RefusalReason) ? (body.reason as RefusalReason) : 'busy';
+    error.reason = isRefusalReason(body.reason) ? body.reason : 'busy';
   }
   return error;
 }

@@ -2,44 +2,18 @@
  * Addresses, connecting and listening, with the errors users actually hit turned
  * into messages that say what to do.
  */
-import { connect as netConnect, createServer, isIPv6, type Server, type Socket } from 'node:net';
+import { connect as netConnect, createServer, isIPv6, Socket, type Server } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { networkInterfaces } from 'node:os';
-import { ConnectError, InterruptedError, ListenError, UsageError } from '../errors.js';
+import { ConnectError, InterruptedError, ListenError } from '../errors.js';
 
-export const DEFAULT_PORT = 9999;
+import { formatHostPort, type HostPort } from '../util/address.js';
 
-export interface HostPort {
-  host: string;
-  port: number;
-}
+export { formatHostPort, parseHostPort, parsePort, type HostPort } from '../util/address.js';
 
-export function parsePort(text: string, allowZero = false): number {
-  const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
-  if (!(port >= (allowZero ? 0 : 1) && port <= 65535)) {
-    throw new UsageError(`"${text}" is not a port number; use ${allowZero ? '0' : '1'} to 65535`);
-  }
-  return port;
-}
-
-/** Parses `host`, `host:port`, `[v6addr]`, `[v6addr]:port` or a bare IPv6 address. */
-export function parseHostPort(text: string, defaultPort = DEFAULT_PORT): HostPort {
-  const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(text);
-  if (bracketed) {
-    const host = bracketed[1] as string;
-    if (!isIPv6(host)) throw new UsageError(`"${host}" in brackets is not an IPv6 address`);
-    return { host, port: bracketed[2] === undefined ? defaultPort : parsePort(bracketed[2]) };
-  }
-  if (isIPv6(text)) return { host: text, port: defaultPort };
-  const colon = text.lastIndexOf(':');
-  const host = colon === -1 ? text : text.slice(0, colon);
-  if (host.length === 0 || /[\s/]/.test(host)) {
-    throw new UsageError(`"${text}" is not a destination; write host, host:port or [ipv6]:port`);
-  }
-  return { host, port: colon === -1 ? defaultPort : parsePort(text.slice(colon + 1)) };
-}
-
-export function formatHostPort({ host, port }: HostPort): string {
-  return isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+/** Who is at the other end of a stream, for logs: "address:port" for a socket, "stream" otherwise (tests). */
+export function peerOf(stream: Duplex): string {
+  return stream instanceof Socket ? remoteOf(stream) : 'stream';
 }
 
 /** "address:port" of the far end of a socket, for logs. */
@@ -92,7 +66,7 @@ function describeConnectError(error: NodeJS.ErrnoException, target: HostPort): C
   const where = formatHostPort(target);
   switch (error.code) {
     case 'ECONNREFUSED':
-      return new ConnectError(`connection refused by ${where}: nothing listens there; start \`ftx recv\` on that machine first, or check the port`, { cause: error });
+      return new ConnectError(`connection refused by ${where}: nothing listens there; start the receiver on that machine first, or check the port`, { cause: error });
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
     case 'EAI_NONAME':
@@ -143,15 +117,15 @@ function describeListenError(error: NodeJS.ErrnoException, port: number, host: s
   const where = formatHostPort({ host, port });
   switch (error.code) {
     case 'EADDRINUSE':
-      return new ListenError(`port ${port} is already in use on ${host === '::' ? 'this machine' : host}: is another receiver running? pick another with --port`, { cause: error });
+      return new ListenError(`port ${port} is already in use on ${host === '::' ? 'this machine' : host}: is another receiver running?`, { cause: error, remedy: 'choose-port' });
     case 'EACCES':
     case 'EPERM':
-      return new ListenError(`not allowed to listen on ${where}: ports below 1024 need root; use --port 1024 or higher`, { cause: error });
+      return new ListenError(`not allowed to listen on ${where}: ports below 1024 need root`, { cause: error, remedy: 'choose-port' });
     case 'EADDRNOTAVAIL':
-      return new ListenError(`cannot listen on ${host}: it is not an address of this machine; check --bind`, { cause: error });
+      return new ListenError(`cannot listen on ${host}: it is not an address of this machine`, { cause: error, remedy: 'check-bind' });
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
-      return new ListenError(`cannot listen on "${host}": unknown host name; check --bind`, { cause: error });
+      return new ListenError(`cannot listen on "${host}": unknown host name`, { cause: error, remedy: 'check-bind' });
     default:
       return new ListenError(`cannot listen on ${where}: ${error.message}`, { cause: error });
   }

@@ -1,16 +1,12 @@
-/** In-process sender and receiver over real loopback sockets. */
-import type { Server } from 'node:net';
+/** In-process sender and receiver over real loopback sockets, through the public API. */
 import { afterEach, expect } from 'vitest';
-import { connect, listen } from '../../src/transport/tcp.js';
-import { ping } from '../../src/api/ping.js';
-import { receiveOne, type ReceiveOneOptions } from '../../src/api/receive.js';
-import type { ReceiveResult } from '../../src/receiver.js';
-import { openSource, sendFile, type SendOptions, type SendResult } from '../../src/sender.js';
+import { ping, receive, send, type ReceiveHandle, type ReceiveOptions, type ReceivedFile, type SendOptions, type SendResult } from '../../src/index.js';
 
 export interface RunningReceiver {
   port: number;
-  server: Server;
-  result: Promise<ReceiveResult>;
+  /** The received file, or the error that ended the wait. */
+  result: Promise<ReceivedFile>;
+  handle: ReceiveHandle;
   /** Stops the receiver (a one-shot receiver keeps waiting after refusals and garbage). */
   stop(): Promise<void>;
 }
@@ -21,21 +17,16 @@ afterEach(async () => {
   await Promise.all([...running].map((receiver) => receiver.stop()));
 });
 
-export async function startReceiver(options: Partial<ReceiveOneOptions> & { target: string; signal?: AbortSignal }): Promise<RunningReceiver> {
-  const server = await listen(0, '127.0.0.1');
-  const port = (server.address() as { port: number }).port;
-  const stopper = new AbortController();
-  const signal = options.signal ? AbortSignal.any([options.signal, stopper.signal]) : stopper.signal;
-  const result = receiveOne(server, { onConflict: 'refuse', idleTimeoutMs: 5_000, ...options, signal });
-  result.catch(() => {}); // Tests await it when they care.
+/** receive() on a free loopback port, with a 5 s timeout unless told otherwise; stopped after the test. */
+export async function startReceiver(options: ReceiveOptions & { target: string }): Promise<RunningReceiver> {
+  const handle = await receive({ port: 0, host: '127.0.0.1', timeoutMs: 5_000, ...options });
   const receiver: RunningReceiver = {
-    port,
-    server,
-    result,
+    port: handle.port,
+    result: handle.done,
+    handle,
     stop: async () => {
       running.delete(receiver);
-      stopper.abort();
-      await result.catch(() => {});
+      await handle.close();
     },
   };
   running.add(receiver);
@@ -52,22 +43,12 @@ export async function expectStillWaiting(receiver: RunningReceiver): Promise<voi
     () => (settled = true),
     () => (settled = true),
   );
-  const socket = await connect({ host: '127.0.0.1', port: receiver.port }, { timeoutMs: 5_000 });
-  const pong = await ping(socket, 'still there?', { idleTimeoutMs: 5_000 });
+  const pong = await ping({ to: { host: '127.0.0.1', port: receiver.port }, message: 'still there?', timeoutMs: 5_000 });
   expect(pong.reply).toMatch(/still there\?$/);
   expect(settled, 'the one-shot receiver ended instead of waiting for its file').toBe(false);
 }
 
-export async function sendTo(
-  port: number,
-  path: string,
-  options: Partial<SendOptions> & { name?: string } = {},
-): Promise<SendResult> {
-  const source = await openSource(path, options.name);
-  try {
-    const socket = await connect({ host: '127.0.0.1', port }, { timeoutMs: 5_000 });
-    return await sendFile(socket, source, { idleTimeoutMs: 5_000, ...options });
-  } finally {
-    await source.handle.close();
-  }
+/** send() to a loopback port, with a 5 s timeout unless told otherwise. */
+export function sendTo(port: number, path: string, options: Partial<Omit<SendOptions, 'path' | 'to'>> = {}): Promise<SendResult> {
+  return send({ path, to: { host: '127.0.0.1', port }, timeoutMs: 5_000, ...options });
 }

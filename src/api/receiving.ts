@@ -1,0 +1,106 @@
+/**
+ * What receive() and serve() share before they take a connection: the options both
+ * understand, checks of the target that fail before anything listens, and the clean-up
+ * of temporary files that transfers cut short left behind.
+ */
+import { constants } from 'node:fs';
+import { access, lstat, stat } from 'node:fs/promises';
+import { dirname, resolve, sep } from 'node:path';
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, DEFAULT_PARTIAL_MAX_AGE_MS, DEFAULT_PER_HOST_CONNECTIONS, DEFAULT_TIMEOUT_MS } from '../defaults.js';
+import { LocalIoError, localIoError, RefusedError } from '../errors.js';
+import { removeStaleLeftovers, type ConflictPolicy, type Leftover } from '../fs/staged-file.js';
+import type { ConnectionOptions } from '../receiver.js';
+import type { Log } from '../util/log.js';
+import { validateBytes, validateCount, validatePort, validateTimeout } from './options.js';
+
+/** Options receive() and serve() share. */
+export interface ReceivingOptions {
+  /** TCP port to listen on (default 9999; 0: any free port, see the handle's `port`). */
+  port?: number | undefined;
+  /** Address to listen on (default: every interface, IPv6 and IPv4). */
+  host?: string | undefined;
+  /** When the name is taken: 'refuse' the file (default), store it as "name-N" ('rename'), or replace ('overwrite'). */
+  onConflict?: ConflictPolicy | undefined;
+  /** Give up on a sender that sends nothing for this long, in ms (default 30000; 0: never). */
+  timeoutMs?: number | undefined;
+  /** Drop a connection that has not sent its header this long after connecting, in ms (default 5000; 0: never). */
+  handshakeTimeoutMs?: number | undefined;
+  /** Cut a transfer that brings less than this many bytes per second over a `timeoutMs` window (default 1024; 0: no floor). */
+  minBytesPerSecond?: number | undefined;
+  /** Refuse files larger than this many bytes (default: no limit). */
+  maxSize?: number | undefined;
+  /** Accept names starting with a dot (.bashrc) into a target folder (default false: refused). */
+  allowDotFiles?: boolean | undefined;
+  /** Connections at once from one host, handshaking or transferring; an IPv6 /64 is one host (default 16). */
+  perHostConnections?: number | undefined;
+  /** Temporary files of cut transfers untouched this long are removed when receiving starts, in ms (default 24 h; 0: kept). */
+  partialMaxAgeMs?: number | undefined;
+  /** Aborting stops the receiver, as close() does. */
+  signal?: AbortSignal | undefined;
+  /** Where diagnostic lines go (debug details, warnings); none by default. */
+  log?: Log | undefined;
+  /** Temporary files found when receiving starts: those removed (older than `partialMaxAgeMs`) and those kept. */
+  onLeftovers?: ((leftovers: { removed: Leftover[]; kept: Leftover[] }) => void) | undefined;
+}
+
+/** The per-connection options a receiver's settings make, checked. */
+export function connectionOptions(target: string, options: ReceivingOptions): Omit<ConnectionOptions, 'signal' | 'onOpened' | 'onStart' | 'onProgress'> {
+  if (options.port !== undefined) validatePort('port', options.port, true);
+  if (options.perHostConnections !== undefined) validateCount('perHostConnections', options.perHostConnections);
+  if (options.maxSize !== undefined) validateBytes('maxSize', options.maxSize);
+  return {
+    target,
+    onConflict: options.onConflict ?? 'refuse',
+    idleTimeoutMs: validateTimeout('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS),
+    handshakeTimeoutMs: validateTimeout('handshakeTimeoutMs', options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS),
+    minBytesPerSecond: validateBytes('minBytesPerSecond', options.minBytesPerSecond ?? DEFAULT_MIN_BYTES_PER_SECOND),
+    allowDotFiles: options.allowDotFiles ?? false,
+    maxSize: options.maxSize,
+    log: options.log,
+  };
+}
+
+export function perHostConnections(options: ReceivingOptions): number {
+  return options.perHostConnections ?? DEFAULT_PER_HOST_CONNECTIONS;
+}
+
+/**
+ * Fails before listening when the target cannot possibly work. A trailing slash says the
+ * target is a folder (as it does to cp), which resolving the path would forget.
+ * Returns the absolute target, and whether it is a folder.
+ */
+export async function checkTarget(typed: string, mayReplace: boolean): Promise<{ target: string; isFolder: boolean }> {
+  const target = resolve(typed);
+  const existing = await stat(target).catch(() => undefined);
+  if (existing?.isDirectory()) {
+    await requireWritable(target);
+    return { target, isFolder: true };
+  }
+  if (typed.endsWith('/') || typed.endsWith(sep)) {
+    if (existing) throw new LocalIoError(`cannot save into ${typed}: it is not a folder; drop the trailing slash to replace the file, or name a folder`);
+    throw new LocalIoError(`cannot save into ${typed}: no such folder; create it first (mkdir -p ${typed}), or drop the trailing slash to save a file of that name`);
+  }
+  const folder = dirname(target);
+  const parent = await stat(folder).catch((error: unknown) => {
+    throw localIoError(error, 'save into', folder);
+  });
+  if (!parent.isDirectory()) throw new LocalIoError(`cannot save into ${folder}: it is not a folder`);
+  await requireWritable(folder);
+  const link = await lstat(target).catch(() => undefined);
+  if (link && !mayReplace) throw new RefusedError('exists', `${target} already exists; remove it or choose another name`, { remedy: 'overwrite' });
+  return { target, isFolder: false };
+}
+
+/** Fails unless this process may create files in `folder`. */
+export async function requireWritable(folder: string): Promise<void> {
+  await access(folder, constants.W_OK).catch((error: unknown) => {
+    throw localIoError(error, 'write into', folder);
+  });
+}
+
+/** Removes stale temporary files in `folder` and reports what it found. */
+export async function sweepLeftovers(folder: string, options: ReceivingOptions): Promise<void> {
+  const maxAgeMs = options.partialMaxAgeMs ?? DEFAULT_PARTIAL_MAX_AGE_MS;
+  const found = await removeStaleLeftovers(folder, maxAgeMs > 0 ? maxAgeMs : Number.POSITIVE_INFINITY);
+  if (found.removed.length > 0 || found.kept.length > 0) options.onLeftovers?.(found);
+}
