@@ -209,7 +209,7 @@ export async function readDecision(channel: Channel): Promise<void> {
   const frame = await readFrameSkippingKeepAlives(channel, 'an answer to the header');
   if (frame.type === FrameType.Refuse) {
     const refusal = decodeRefuse(frame);
-    throw new RefusedError(refusal.reason, `the receiver refused the file: ${refusal.message}`);
+    throw new RefusedError(refusal.reason, `the receiver refused the file: ${refusal.message}`, { fromPeer: true });
   }
   decodeAccept(frame);
 }
@@ -224,7 +224,7 @@ export async function readPong(channel: Channel): Promise<Pong> {
   // A receiver that turns the connection away (too many from this address) says so at once.
   if (frame.type === FrameType.Refuse) {
     const refusal = decodeRefuse(frame);
-    throw new RefusedError(refusal.reason, `the receiver refused the connection: ${refusal.message}`);
+    throw new RefusedError(refusal.reason, `the receiver refused the connection: ${refusal.message}`, { fromPeer: true });
   }
   return decodePong(frame);
 }

@@ -17,11 +17,10 @@ export { ping, type PingOptions, type PingResult } from './api/ping.js';
 export type { Destination } from './api/options.js';
 export type { ReceivingOptions } from './api/receiving.js';
 export type { ReceivedFile } from './receiver.js';
-export type { ConflictPolicy } from './fs/staged-file.js';
-export type { Leftover } from './fs/staged-file.js';
+export { CONFLICT_POLICIES, type ConflictPolicy, type Leftover } from './fs/staged-file.js';
 export type { Protocol } from './protocol/messages.js';
 export type { Log, LogMethod } from './util/log.js';
-export { DIGEST_NAMES, DIGESTS, type DigestName } from './digest/registry.js';
+export { DEFAULT_DIGEST, DIGEST_NAMES, DIGESTS, type DigestAlgorithm, type DigestName, type Hasher } from './digest/registry.js';
 export {
   ConnectError,
   ConnectionLostError,
@@ -41,6 +40,7 @@ export {
   UsageError,
   WIRE_ERROR_CODES,
   type FtxErrorCode,
+  type FtxErrorOptions,
   type RefusalReason,
   type Remedy,
 } from './errors.js';

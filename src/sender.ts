@@ -74,8 +74,9 @@ export async function sendOverConnection(stream: Duplex, source: SourceFile, opt
     channel.destroy();
     if (options.signal?.aborted) {
       // Say which signal: "stopped by SIGHUP (the terminal closed...)" tells more than "interrupted".
-      const interruption = abortReason(options.signal);
-      throw new InterruptedError(`${interruption.message}; the receiver discards the partial file`, interruption instanceof InterruptedError ? interruption.signal : undefined);
+      const reason = abortReason(options.signal);
+      if (!(reason instanceof InterruptedError)) throw reason;
+      throw new InterruptedError(`${reason.message}; the receiver discards the partial file`, reason.signal);
     }
     throw channel.explain(error);
   } finally {

@@ -1,7 +1,7 @@
 /**
  * Sender-chosen names that read as something other than what is stored (issue 10,
  * "Names"), the canonical form a receiver stores, dot-files, and the case-folding probe
- * of the target file system. The random side of the same rules is in property.test.ts.
+ * of the target file system. The random side of the same rules is in names.property.test.ts.
  */
 import { lstat, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

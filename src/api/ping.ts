@@ -21,6 +21,7 @@ export interface PingOptions {
   message?: string | undefined;
   /** Give up when connecting or waiting for the answer takes this long, in ms (default 30000; 0: never). */
   timeoutMs?: number | undefined;
+  /** Aborting stops the ping; ping() rejects with the abort reason. */
   signal?: AbortSignal | undefined;
 }
 
@@ -52,7 +53,7 @@ export async function ping(options: PingOptions): Promise<PingResult> {
   const destination = resolveDestination(options.to);
   const timeoutMs = validateTimeout('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
   const peer = formatHostPort(destination);
-  const socket = await connect(destination, { timeoutMs, ...(options.signal ? { signal: options.signal } : {}) });
+  const socket = await connect(destination, { timeoutMs, signal: options.signal });
   const channel = new Channel(socket, { idleTimeoutMs: timeoutMs, peerRole: 'the receiver' });
   const stopListening = whenAborted(options.signal, () => channel.destroy(abortReason(options.signal)));
   try {

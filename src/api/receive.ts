@@ -21,6 +21,8 @@ import type { ConnectionPolicy } from '../session/policy.js';
 import { Admission } from '../transport/admission.js';
 import { addressesToAnnounce, formatHostPort, listen, remoteOf } from '../transport/tcp.js';
 import { silentLog } from '../util/log.js';
+import { DEFAULT_PORT } from '../defaults.js';
+import { guarded } from './callbacks.js';
 import { whenAborted } from '../util/timers.js';
 import { checkTarget, connectionOptions, perHostConnections, sweepLeftovers, type ReceivingOptions } from './receiving.js';
 
@@ -42,7 +44,9 @@ export type Stray =
   /** A ping, answered. */
   | { kind: 'ping'; peer: string; message: string }
   /** Refused (the name exists, too large, busy…), or failed before its Accept (garbage, a timeout). */
-  | { kind: 'failed'; peer: string; error: FtxError };
+  | { kind: 'failed'; peer: string; error: FtxError }
+  /** Turned away on arrival: its host already has its share of connections. */
+  | { kind: 'turned-away'; peer: string; message: string };
 
 export interface ReceiveHandle {
   /** The port it listens on (the one chosen, when asked for port 0). */
@@ -62,11 +66,15 @@ export interface ReceiveHandle {
 
 /** Listens for one file. Resolves once listening (the sender may connect from then on). */
 export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHandle> {
-  const onConflict = options.onConflict ?? 'refuse';
-  const { target, isFolder } = await checkTarget(options.target ?? '.', onConflict !== 'refuse');
-  const perConnection = connectionOptions(target, options);
-  const server = await listen(options.port ?? 9999, options.host);
+  options.signal?.throwIfAborted();
   const log = options.log ?? silentLog;
+  const perConnection = connectionOptions('', options);
+  const { target, isFolder } = await checkTarget(options.target ?? '.', perConnection.onConflict !== 'refuse');
+  perConnection.target = target;
+  const onStart = guarded(log, 'onStart', options.onStart);
+  const onProgress = guarded(log, 'onProgress', options.onProgress);
+  const onStray = guarded(log, 'onStray', options.onStray);
+  const server = await listen(options.port ?? DEFAULT_PORT, options.host);
   const stopper = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, stopper.signal]) : stopper.signal;
   const sockets = new Set<Socket>();
@@ -94,8 +102,9 @@ export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHand
         dropped.abort(new TimeoutError('too many connections are waiting to send their header; this one was dropped')),
       );
       if (!ticket) {
-        refuseConnection(socket, 'busy', 'too many connections from your address; try again when some have finished');
-        log.info({ peer }, `refused a connection from ${peer}: too many at once from that address`);
+        const message = `too many connections from your address (${perHostConnections(options)} at once); try again when some have finished`;
+        refuseConnection(socket, 'busy', message);
+        onStray?.({ kind: 'turned-away', peer, message });
         return;
       }
       sockets.add(socket);
@@ -123,20 +132,20 @@ export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHand
           onStart: (transfer) => {
             carriesTheFile = true;
             total = transfer.size;
-            options.onStart?.(transfer);
+            onStart?.(transfer);
           },
-          onProgress: options.onProgress && ((bytes) => options.onProgress?.({ bytes, total })),
+          onProgress: onProgress && ((bytes) => onProgress({ bytes, total })),
         },
         policy,
       ).then(
         (outcome) => {
           if (outcome.kind === 'file') finish(() => resolve(outcome.result));
-          else options.onStray?.(outcome.kind === 'ping' ? { kind: 'ping', peer, message: outcome.message } : { kind: 'silent', peer });
+          else onStray?.(outcome.kind === 'ping' ? { kind: 'ping', peer, message: outcome.message } : { kind: 'silent', peer });
         },
         (error: unknown) => {
           const failure = error as FtxError;
           if (carriesTheFile || failure instanceof LocalIoError || signal.aborted) finish(() => reject(failure));
-          else options.onStray?.({ kind: 'failed', peer, error: failure });
+          else onStray?.({ kind: 'failed', peer, error: failure });
         },
       ).finally(() => ticket.release());
       inFlight.add(handled);

@@ -7,10 +7,11 @@ import { constants } from 'node:fs';
 import { access, lstat, stat } from 'node:fs/promises';
 import { dirname, resolve, sep } from 'node:path';
 import { DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, DEFAULT_PARTIAL_MAX_AGE_MS, DEFAULT_PER_HOST_CONNECTIONS, DEFAULT_TIMEOUT_MS } from '../defaults.js';
-import { LocalIoError, localIoError, RefusedError } from '../errors.js';
-import { removeStaleLeftovers, type ConflictPolicy, type Leftover } from '../fs/staged-file.js';
+import { LocalIoError, localIoError, RefusedError, UsageError } from '../errors.js';
+import { CONFLICT_POLICIES, removeStaleLeftovers, type ConflictPolicy, type Leftover } from '../fs/staged-file.js';
 import type { ConnectionOptions } from '../receiver.js';
-import type { Log } from '../util/log.js';
+import { silentLog, type Log } from '../util/log.js';
+import { guarded } from './callbacks.js';
 import { validateBytes, validateCount, validatePort, validateTimeout } from './options.js';
 
 /** Options receive() and serve() share. */
@@ -25,7 +26,7 @@ export interface ReceivingOptions {
   timeoutMs?: number | undefined;
   /** Drop a connection that has not sent its header this long after connecting, in ms (default 5000; 0: never). */
   handshakeTimeoutMs?: number | undefined;
-  /** Cut a transfer that brings less than this many bytes per second over a `timeoutMs` window (default 1024; 0: no floor). */
+  /** Cut a transfer that brings less than this many bytes per second over a `timeoutMs` window (default 1024; 0: no floor; none either when `timeoutMs` is 0). */
   minBytesPerSecond?: number | undefined;
   /** Refuse files larger than this many bytes (default: no limit). */
   maxSize?: number | undefined;
@@ -46,6 +47,10 @@ export interface ReceivingOptions {
 /** The per-connection options a receiver's settings make, checked. */
 export function connectionOptions(target: string, options: ReceivingOptions): Omit<ConnectionOptions, 'signal' | 'onOpened' | 'onStart' | 'onProgress'> {
   if (options.port !== undefined) validatePort('port', options.port, true);
+  if (options.onConflict !== undefined && !CONFLICT_POLICIES.includes(options.onConflict)) {
+    throw new UsageError(`onConflict must be one of ${CONFLICT_POLICIES.join(', ')}, not ${String(options.onConflict)}`);
+  }
+  if (options.partialMaxAgeMs !== undefined) validateBytes('partialMaxAgeMs', options.partialMaxAgeMs);
   if (options.perHostConnections !== undefined) validateCount('perHostConnections', options.perHostConnections);
   if (options.maxSize !== undefined) validateBytes('maxSize', options.maxSize);
   return {
@@ -102,5 +107,5 @@ export async function requireWritable(folder: string): Promise<void> {
 export async function sweepLeftovers(folder: string, options: ReceivingOptions): Promise<void> {
   const maxAgeMs = options.partialMaxAgeMs ?? DEFAULT_PARTIAL_MAX_AGE_MS;
   const found = await removeStaleLeftovers(folder, maxAgeMs > 0 ? maxAgeMs : Number.POSITIVE_INFINITY);
-  if (found.removed.length > 0 || found.kept.length > 0) options.onLeftovers?.(found);
+  if (found.removed.length > 0 || found.kept.length > 0) guarded(options.log ?? silentLog, 'onLeftovers', options.onLeftovers)?.(found);
 }

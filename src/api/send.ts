@@ -3,7 +3,10 @@
  * connection), closing them whatever happens.
  */
 import { DEFAULT_TIMEOUT_MS } from '../defaults.js';
-import type { DigestName } from '../digest/registry.js';
+import { DIGEST_NAMES, isDigestName, type DigestName } from '../digest/registry.js';
+import { UsageError } from '../errors.js';
+import { silentLog } from '../util/log.js';
+import { guarded } from './callbacks.js';
 import { openSource } from '../fs/source.js';
 import type { Protocol } from '../protocol/messages.js';
 import { sendOverConnection, type SentFile } from '../sender.js';
@@ -20,11 +23,15 @@ export interface SendOptions {
   name?: string | undefined;
   /** The digest both ends compute and compare (default 'sha256'). */
   hash?: DigestName | undefined;
-  /** Give up when the receiver sends nothing for this long, and when connecting, in ms (default 30000; 0: never). */
+  /** Give up when the receiver sends nothing for this long (TimeoutError), and when connecting takes this long (ConnectError), in ms (default 30000; 0: never). */
   timeoutMs?: number | undefined;
   /** Fail with UnverifiedError, before sending any data, if the receiver cannot confirm the file (a classic peer). */
   verifiedOnly?: boolean | undefined;
-  /** Aborting stops the transfer (the receiver removes its partial file); send() rejects with the abort reason. */
+  /**
+   * Aborting stops the transfer (the receiver removes its partial file). send() rejects
+   * with the abort reason when it is an FtxError (an InterruptedError gains "; the receiver
+   * discards the partial file" once data may have moved), else with an InterruptedError.
+   */
   signal?: AbortSignal | undefined;
   /** Where diagnostic lines go (debug details, warnings such as an unverified classic receiver); none by default. */
   log?: Log | undefined;
@@ -48,9 +55,13 @@ export interface SendResult extends SentFile {
 export async function send(options: SendOptions): Promise<SendResult> {
   const destination = resolveDestination(options.to);
   const timeoutMs = validateTimeout('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  if (options.hash !== undefined && !isDigestName(options.hash)) throw new UsageError(`hash must be one of ${DIGEST_NAMES.join(', ')}, not ${String(options.hash)}`);
+  const log = options.log ?? silentLog;
+  const onStart = guarded(log, 'onStart', options.onStart);
+  const onProgress = guarded(log, 'onProgress', options.onProgress);
   const source = await openSource(options.path, options.name);
   try {
-    const socket = await connect(destination, { timeoutMs, ...(options.signal ? { signal: options.signal } : {}) });
+    const socket = await connect(destination, { timeoutMs, signal: options.signal });
     const peer = formatHostPort(destination);
     options.log?.debug({ destination: peer }, 'connected');
     try {
@@ -60,8 +71,8 @@ export async function send(options: SendOptions): Promise<SendResult> {
         verifiedOnly: options.verifiedOnly,
         signal: options.signal,
         log: options.log,
-        onStart: ({ size, protocol }) => options.onStart?.({ size, protocol, peer }),
-        onProgress: options.onProgress && ((bytes) => options.onProgress?.({ bytes, total: source.size })),
+        onStart: ({ size, protocol }) => onStart?.({ size, protocol, peer }),
+        onProgress: onProgress && ((bytes) => onProgress({ bytes, total: source.size })),
       });
       return { ...sent, peer, path: source.path };
     } finally {

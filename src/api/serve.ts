@@ -18,7 +18,7 @@
  */
 import { stat } from 'node:fs/promises';
 import type { Server, Socket } from 'node:net';
-import { DEFAULT_GRACE_MS, DEFAULT_MAX_PENDING, DEFAULT_MAX_TRANSFERS, DEFAULT_PARTIAL_MAX_AGE_MS, DEFAULT_PER_HOST_TRANSFERS } from '../defaults.js';
+import { DEFAULT_GRACE_MS, DEFAULT_MAX_PENDING, DEFAULT_MAX_TRANSFERS, DEFAULT_PARTIAL_MAX_AGE_MS, DEFAULT_PER_HOST_TRANSFERS, DEFAULT_PORT } from '../defaults.js';
 import { InterruptedError, localIoError, TimeoutError, UsageError, type FtxError } from '../errors.js';
 import { foldsCase } from '../fs/case-folding.js';
 import { caseFoldKey } from '../fs/names.js';
@@ -29,7 +29,7 @@ import type { ConnectionPolicy, Refusal, TransferRequest } from '../session/poli
 import { adjustCount, Admission, type Ticket } from '../transport/admission.js';
 import { addressesToAnnounce, formatHostPort, listen, remoteOf } from '../transport/tcp.js';
 import { silentLog, type Log } from '../util/log.js';
-import { whenAborted } from '../util/timers.js';
+import { whenAborted, within } from '../util/timers.js';
 import { formatBytes } from '../util/units.js';
 import { validateCount, validateTimeout } from './options.js';
 import { connectionOptions, perHostConnections, requireWritable, sweepLeftovers, type ReceivingOptions } from './receiving.js';
@@ -96,15 +96,19 @@ export interface ServeHandle {
   /** Transfers in flight now. */
   readonly activeTransfers: number;
   /**
-   * Stops accepting, lets transfers in flight finish for up to `graceMs` (default 30 s),
-   * then cuts the rest (their partial files are removed). Resolves with how many were cut.
-   * Calling it again with a shorter grace cuts sooner.
+   * Stops accepting, lets transfers in flight finish for up to `graceMs` (default 30 s;
+   * 0: cut them now), then cuts the rest (their partial files are removed). Resolves with
+   * how many were cut. Calling it again with a shorter grace cuts sooner; every call
+   * resolves with the same count once all is closed.
    */
   close(options?: { graceMs?: number }): Promise<{ cut: number }>;
 }
 
 /** Starts serving `folder`. Resolves once listening. */
 export async function serve(options: ServeOptions): Promise<ServeHandle> {
+  options.signal?.throwIfAborted();
+  // Every option is checked before anything is opened.
+  connectionOptions(options.folder, options);
   const stats = await stat(options.folder).catch((error: unknown) => {
     throw localIoError(error, 'serve into', options.folder);
   });
@@ -115,7 +119,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   if (options.maxPending !== undefined) validateCount('maxPending', options.maxPending);
   const folds = await foldsCase(options.folder);
   await sweepLeftovers(options.folder, options).catch(() => {});
-  const server = await listen(options.port ?? 9999, options.host);
+  const server = await listen(options.port ?? DEFAULT_PORT, options.host);
   const receiver = new ServeReceiver(server, options, folds);
   const stopListening = whenAborted(options.signal, () => void receiver.shutdown(0));
   const { address, port } = server.address() as { address: string; port: number };
@@ -164,6 +168,8 @@ export class ServeReceiver {
   readonly #foldsCase: boolean;
   #nextId = 1;
   #stopping = false;
+  /** Transfers cut by shutdown(), whichever call cut them. */
+  #cut = 0;
 
   constructor(server: Server, options: ServeOptions, foldsCase: boolean) {
     this.#server = server;
@@ -201,17 +207,16 @@ export class ServeReceiver {
       if (!connection.transferring) connection.abort.abort(reason);
     }
     const inFlight = () => [...this.#connections.values()].map((connection) => connection.handled);
-    let timer: NodeJS.Timeout | undefined;
-    const graceOver = new Promise<'grace-over'>((resolve) => {
-      timer = setTimeout(() => resolve('grace-over'), graceMs);
-    });
-    const finished = await Promise.race([Promise.allSettled(inFlight()).then(() => 'finished' as const), graceOver]);
-    clearTimeout(timer);
-    if (finished === 'finished') return 0;
-    const cut = [...this.#connections.values()].filter((connection) => connection.transferring);
-    for (const connection of cut) connection.abort.abort(reason);
-    await Promise.allSettled(inFlight());
-    return cut.length;
+    const finished = await within(Promise.allSettled(inFlight()).then(() => 'finished' as const), graceMs, () => 'grace over' as const);
+    if (finished === 'grace over') {
+      for (const connection of this.#connections.values()) {
+        if (!connection.transferring || connection.abort.signal.aborted) continue;
+        this.#cut += 1;
+        connection.abort.abort(reason);
+      }
+      await Promise.allSettled(inFlight());
+    }
+    return this.#cut;
   }
 
   #accept(socket: Socket): void {
@@ -248,7 +253,7 @@ export class ServeReceiver {
         total = transfer.size;
         this.#notify(() => this.#options.onTransferStart?.({ ...transfer, id }));
       },
-      onProgress: this.#options.onTransferProgress && ((bytes) => this.#options.onTransferProgress?.({ id, bytes, total })),
+      onProgress: this.#options.onTransferProgress && ((bytes) => this.#notify(() => this.#options.onTransferProgress?.({ id, bytes, total }))),
     };
     live.handled = receiveConnection(socket, options, this.#policy(ticket))
       .then(

@@ -88,6 +88,7 @@ export async function runRecv(args: RecvArgs, output: Output, signal: AbortSigna
     onStray: (stray) => {
       if (stray.kind === 'silent') output.log.info({ peer: stray.peer }, `connection from ${stray.peer} closed without a word (a port scan or health check?); still waiting`);
       else if (stray.kind === 'ping') output.log.info({ peer: stray.peer, message: stray.message }, `answered a ping from ${stray.peer}; still waiting`);
+      else if (stray.kind === 'turned-away') output.log.info({ peer: stray.peer }, `refused a connection from ${stray.peer}: ${stray.message}`);
       else {
         const what = stray.error.code === 'FTX_ERR_REFUSED' ? 'refused a file from' : 'connection from';
         const level = stray.error.code === 'FTX_ERR_INTERNAL' ? 'error' : 'warn';

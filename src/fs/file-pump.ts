@@ -35,30 +35,29 @@ export async function pumpFile(options: PumpOptions): Promise<number> {
   const buffers = Array.from({ length: POOL_SIZE }, () => Buffer.allocUnsafeSlow(CHUNK_BYTES));
   const released: Array<Promise<void>> = buffers.map(() => Promise.resolve());
   let position = 0;
-  try {
-    for (let slot = 0; position < options.size; slot = (slot + 1) % POOL_SIZE) {
-      await released[slot];
-      signal?.throwIfAborted();
-      const buffer = buffers[slot] as Buffer;
-      let bytesRead: number;
-      try {
-        ({ bytesRead } = await handle.read(buffer, 0, Math.min(CHUNK_BYTES, options.size - position), position));
-      } catch (error) {
-        throw localIoError(error, 'read', options.path);
-      }
-      if (bytesRead === 0) break; // The file shrank; the caller reports it.
-      signal?.throwIfAborted();
-      const chunk = buffer.subarray(0, bytesRead);
-      position += bytesRead;
-      options.onChunk(chunk);
-      released[slot] = write(destination, chunk);
-      if (destination.writableNeedDrain) await drained(destination);
+  for (let slot = 0; position < options.size; slot = (slot + 1) % POOL_SIZE) {
+    await released[slot];
+    signal?.throwIfAborted();
+    const buffer = buffers[slot] as Buffer;
+    let bytesRead: number;
+    try {
+      ({ bytesRead } = await handle.read(buffer, 0, Math.min(CHUNK_BYTES, options.size - position), position));
+    } catch (error) {
+      throw localIoError(error, 'read', options.path);
     }
-    await Promise.all(released);
-  } finally {
-    // Never leave a rejection unobserved when we bail out early.
-    for (const pending of released) pending.catch(() => {});
+    if (bytesRead === 0) break; // The file shrank; the caller reports it.
+    signal?.throwIfAborted();
+    const chunk = buffer.subarray(0, bytesRead);
+    position += bytesRead;
+    options.onChunk(chunk);
+    const written = write(destination, chunk);
+    // Awaited when the slot comes round again; until then a failed write must not count
+    // as an unhandled rejection (the loop may be waiting on a drain or a read).
+    written.catch(() => {});
+    released[slot] = written;
+    if (destination.writableNeedDrain) await drained(destination);
   }
+  await Promise.all(released);
   return position;
 }
 

@@ -38,7 +38,8 @@ export const DEFAULT_WRITE_BUFFER_BYTES = 1024 * 1024;
 const MAX_TEMP_STEM_BYTES = 200;
 
 /** What to do when the final name is taken. */
-export type ConflictPolicy = 'refuse' | 'rename' | 'overwrite';
+export const CONFLICT_POLICIES = ['refuse', 'rename', 'overwrite'] as const;
+export type ConflictPolicy = (typeof CONFLICT_POLICIES)[number];
 
 /** What link() fails with where the file system has no hard links. */
 const NO_HARD_LINKS = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
@@ -90,10 +91,10 @@ export function temporaryNameFor(finalPath: string): string {
 }
 
 /**
- * Temporary files left in `folder` by transfers that never finished (the receiver was
- * killed, or the machine lost power). A live receiver removes its own; these are
- * reported so a person can delete them, never deleted here: another receiver may be
- * writing into the same folder right now.
+ * A temporary file found in a folder: left by a transfer that never finished (its
+ * receiver was killed, or the machine lost power), or one another receiver is writing
+ * right now. A live receiver removes its own; others are removed only once untouched for
+ * a while (removeStaleLeftovers), since another receiver may own a young one.
  */
 export interface Leftover {
   path: string;

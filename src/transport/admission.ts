@@ -14,11 +14,8 @@
  * since one machine on a LAN can take any number of addresses in its own /64.
  */
 import { isIPv6 } from 'node:net';
+import { DEFAULT_MAX_PENDING, DEFAULT_PER_HOST_CONNECTIONS } from '../defaults.js';
 
-/** Connections at once from one host (handshaking or transferring). */
-export const DEFAULT_PER_HOST_CONNECTIONS = 16;
-/** Connections still in their handshake, all hosts together. */
-export const DEFAULT_MAX_PENDING = 128;
 
 export interface AdmissionLimits {
   perHostConnections: number;

@@ -5,7 +5,8 @@
 import { connect as netConnect, createServer, isIPv6, Socket, type Server } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { networkInterfaces } from 'node:os';
-import { ConnectError, InterruptedError, ListenError } from '../errors.js';
+import { abortReason, ConnectError, ListenError } from '../errors.js';
+import { whenAborted } from '../util/timers.js';
 
 import { formatHostPort, type HostPort } from '../util/address.js';
 
@@ -23,21 +24,20 @@ export function remoteOf(socket: Socket): string {
 }
 
 /** Opens a TCP connection, or rejects with a ConnectError that says what to check. */
-export function connect(target: HostPort, options: { timeoutMs: number; signal?: AbortSignal }): Promise<Socket> {
+export function connect(target: HostPort, options: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<Socket> {
   const where = formatHostPort(target);
   return new Promise((resolve, reject) => {
     if (options.signal?.aborted) {
-      reject(new InterruptedError('interrupted before connecting'));
+      reject(abortReason(options.signal));
       return;
     }
     const socket = netConnect({ host: target.host, port: target.port });
     const timer = options.timeoutMs > 0 ? setTimeout(() => fail(timedOut()), options.timeoutMs) : undefined;
-    const onAbort = () => fail(new InterruptedError('interrupted while connecting'));
-    options.signal?.addEventListener('abort', onAbort, { once: true });
+    const stopListening = whenAborted(options.signal, () => fail(abortReason(options.signal)));
 
     function cleanup(): void {
       clearTimeout(timer);
-      options.signal?.removeEventListener('abort', onAbort);
+      stopListening();
       socket.removeListener('error', onError);
       socket.removeListener('connect', onConnect);
     }
