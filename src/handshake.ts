@@ -48,6 +48,7 @@ import {
   type Trailer,
 } from './protocol/messages.js';
 import { SOFTWARE } from './util/version.js';
+import { DIGEST_NAMES } from './digest/names.js';
 
 /** How the first bytes of a sender's opening are classified. */
 export type Opening =
@@ -61,9 +62,14 @@ export type Opening =
 
 // ---- receiver side -------------------------------------------------------------
 
+/** A receiver's greeting: who it is, and the digests it accepts. */
+function greetingFrame(): Buffer {
+  const greeting: Greeting = { protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, software: SOFTWARE, digests: [...DIGEST_NAMES] };
+  return jsonFrame(FrameType.Greeting, greeting);
+}
+
 export function sendGreeting(channel: Channel): Promise<void> {
-  const greeting: Greeting = { protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, software: SOFTWARE };
-  return channel.write(jsonFrame(FrameType.Greeting, greeting));
+  return channel.write(greetingFrame());
 }
 
 export async function readOpening(channel: Channel): Promise<Opening> {
@@ -165,7 +171,7 @@ export function errorFrame(error: FtxError): Buffer {
 export function refuseConnection(socket: Socket, reason: RefusalReason, message: string): void {
   socket.on('error', () => {});
   socket.setTimeout(0);
-  const greeting = jsonFrame(FrameType.Greeting, { protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, software: SOFTWARE });
+  const greeting = greetingFrame();
   socket.end(Buffer.concat([greeting, jsonFrame(FrameType.Refuse, { reason, message: boundedText(message) })]));
   setTimeout(() => socket.destroy(), 1_000).unref();
 }

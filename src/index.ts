@@ -20,7 +20,7 @@ export type { ReceivedFile } from './receiver.js';
 export { CONFLICT_POLICIES, type ConflictPolicy, type Leftover } from './fs/staged-file.js';
 export type { Protocol } from './protocol/messages.js';
 export type { Log, LogMethod } from './util/log.js';
-export { DEFAULT_DIGEST, DIGEST_NAMES, DIGESTS, type DigestAlgorithm, type DigestName, type Hasher } from './digest/registry.js';
+export { blake3Engine, DEFAULT_DIGEST, DIGEST_NAMES, DIGESTS, type Blake3Engine, type DigestAlgorithm, type DigestName, type Hasher } from './digest/registry.js';
 export {
   ConnectError,
   ConnectionLostError,

@@ -4,14 +4,14 @@
  * speaks. Opening the file and connecting are the API's business (api/send.ts).
  */
 import type { Duplex } from 'node:stream';
-import { DEFAULT_DIGEST, type DigestName } from './digest/registry.js';
-import { abortReason, ConnectionLostError, IntegrityError, InterruptedError, TimeoutError, UnverifiedError } from './errors.js';
+import { DEFAULT_DIGEST, LEGACY_DIGESTS, type DigestName } from './digest/registry.js';
+import { abortReason, ConnectionLostError, IntegrityError, InterruptedError, ProtocolError, TimeoutError, UnverifiedError } from './errors.js';
 import type { SourceFile } from './fs/source.js';
 import { FrameType } from './framing.js';
 import { errorFrame, readDecision, readGreeting, readReceipt, sendHeader, sendTrailer } from './handshake.js';
 import { Channel } from './protocol/channel.js';
 import { awaitClassicClose, classicAnnounce, readClassicGreeting } from './protocol/classic.js';
-import type { Protocol, Receipt } from './protocol/messages.js';
+import type { Greeting, Protocol, Receipt } from './protocol/messages.js';
 import { sendData } from './session/outgoing.js';
 import { peerOf } from './transport/tcp.js';
 import type { Log } from './util/log.js';
@@ -89,7 +89,7 @@ type Sent = Omit<SentFile, 'seconds' | 'peer'>;
 async function sendOverFtx(channel: Channel, source: SourceFile, options: SendingOptions, peer: string): Promise<Sent> {
   const greeting = await readGreeting(channel);
   options.log?.debug({ peer, greeting }, 'greeted');
-  const algorithm = options.hash ?? DEFAULT_DIGEST;
+  const algorithm = chooseDigest(options.hash, greeting);
   await sendHeader(channel, { name: source.name, size: source.size, hash: algorithm, mode: source.mode, mtime: source.mtimeMs });
   await readDecision(channel);
   options.onStart?.({ size: source.size, protocol: 'ftx' });
@@ -123,6 +123,20 @@ async function sendOverClassic(channel: Channel, source: SourceFile, options: Se
   channel.end();
   await awaitClassicClose(channel);
   return { protocol: 'classic', name: source.name, bytes: source.size, hash: DEFAULT_DIGEST, digest, verified: false };
+}
+
+/**
+ * The digest to use with this receiver: the one asked for, or the default; a receiver
+ * that does not list its digests (ftx 0.1) gets SHA-256 unless told otherwise, since it
+ * predates BLAKE3. A digest the receiver does not know fails now, before any data moves.
+ */
+function chooseDigest(asked: DigestName | undefined, greeting: Greeting): DigestName {
+  const accepted = greeting.digests ?? LEGACY_DIGESTS;
+  const wanted = asked ?? (accepted.includes(DEFAULT_DIGEST) ? DEFAULT_DIGEST : 'sha256');
+  if (!accepted.includes(wanted)) {
+    throw new ProtocolError(`the receiver (${greeting.software ?? `ftx protocol ${greeting.version}`}) does not know the digest ${wanted}; it takes ${accepted.join(', ')}: choose one of those`);
+  }
+  return wanted;
 }
 
 function checkReceipt(receipt: Receipt, size: number, algorithm: DigestName, digest: string): void {

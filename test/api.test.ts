@@ -22,7 +22,7 @@ import {
   type ConnectionEvent,
   type TransferInfo,
 } from '../src/index.js';
-import { expectSameFile, listFolder, randomFile, sha256Of, tempFolder } from './helpers/files.js';
+import { blake3Of, expectSameFile, listFolder, randomFile, tempFolder } from './helpers/files.js';
 
 const HOST = '127.0.0.1';
 
@@ -49,8 +49,8 @@ describe('send() and receive()', () => {
       onProgress: ({ bytes, total }) => sent.push(bytes / total),
     });
     const stored = await receiver.done;
-    expect(result).toMatchObject({ protocol: 'ftx', name: 'data.bin', bytes: 3 * 1024 * 1024 + 5, hash: 'sha256', verified: true, path: source });
-    expect(result.digest).toBe(await sha256Of(source));
+    expect(result).toMatchObject({ protocol: 'ftx', name: 'data.bin', bytes: 3 * 1024 * 1024 + 5, hash: 'blake3', verified: true, path: source });
+    expect(result.digest).toBe(await blake3Of(source));
     expect(stored).toMatchObject({ path: join(inbox, 'data.bin'), bytes: result.bytes, digest: result.digest, protocol: 'ftx' });
     await expectSameFile(stored.path, source);
     expect(starts.sort()).toEqual([`recv data.bin ${result.bytes} ftx`, `send ${result.bytes} ftx`]);
@@ -192,7 +192,7 @@ describe('callers\' mistakes stay theirs', () => {
     await expect(serve({ folder: await tempFolder(), port: 70_000 })).rejects.toMatchObject({ code: 'FTX_ERR_USAGE', message: 'port must be a port number from 0 to 65535, not 70000' });
     await expect(serve({ folder: await tempFolder(), timeoutMs: -5 })).rejects.toMatchObject({ code: 'FTX_ERR_USAGE' });
     await expect(receive({ target: await tempFolder(), onConflict: 'clobber' as never })).rejects.toMatchObject({ message: 'onConflict must be one of refuse, rename, overwrite, not clobber' });
-    await expect(send({ path: 'x', to: 'h', hash: 'md5' as never })).rejects.toMatchObject({ message: 'hash must be one of sha256, xxh128, not md5' });
+    await expect(send({ path: 'x', to: 'h', hash: 'md5' as never })).rejects.toMatchObject({ message: 'hash must be one of blake3, sha256, xxh128, not md5' });
   });
 
   it('callbacks that throw are logged, and the transfer and the process go on', async () => {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FrameType } from '../src/framing.js';
 import { runCli, startRecvCli, summaryOf } from './helpers/cli.js';
-import { expectSameFile, listFolder, randomFile, sha256Of, tempFolder } from './helpers/files.js';
+import { blake3Of, expectSameFile, listFolder, randomFile, sha256Of, tempFolder } from './helpers/files.js';
 import { headerFrame, rawPeer } from './helpers/raw-peer.js';
 
 const FIXTURE_JPEG = new URL('./fixtures/06.jpg', import.meta.url).pathname;
@@ -78,9 +78,11 @@ describe('ftx send -> ftx recv', () => {
     expect(await send.exit).toBe(0);
     expect(await recv.exit).toBe(0);
     await expectSameFile(target, FIXTURE_JPEG);
-    const digest = await sha256Of(FIXTURE_JPEG);
-    expect(summaryOf(recv)).toMatchObject({ ok: true, path: target, bytes: 1858, sha256: digest, peer: expect.stringMatching(/^127\.0\.0\.1:\d+$/) });
-    expect(summaryOf(send)).toMatchObject({ ok: true, bytes: 1858, sha256: digest, verified: true, peer: `127.0.0.1:${recv.port}` });
+    // BLAKE3 by default, computed by the native module here (hash-wasm, independent, agrees).
+    const digest = await blake3Of(FIXTURE_JPEG);
+    expect(summaryOf(recv)).toMatchObject({ ok: true, path: target, bytes: 1858, hash: 'blake3', digest, digestEngine: 'native', peer: expect.stringMatching(/^127\.0\.0\.1:\d+$/) });
+    expect(summaryOf(send)).toMatchObject({ ok: true, bytes: 1858, hash: 'blake3', digest, digestEngine: 'native', verified: true, peer: `127.0.0.1:${recv.port}` });
+    expect(summaryOf(send)).not.toHaveProperty('sha256');
     expect(summaryOf(send).bytesPerSecond).toEqual(expect.any(Number));
     expect(summaryOf(recv).seconds).toEqual(expect.any(Number));
   });

@@ -32,7 +32,7 @@ describe('README', () => {
     try {
       const { stdout, stderr } = await run(process.execPath, [script], { cwd: PROJECT, timeout: 30_000 });
       expect(stderr).toBe('');
-      expect(stdout).toMatch(/^stored \S+\/inbox\/hello\.txt \(18 bytes\), sha256 [0-9a-f]{64}, verified: true\n$/);
+      expect(stdout).toMatch(/^stored \S+\/inbox\/hello\.txt \(18 bytes\), blake3 [0-9a-f]{64}, verified: true\n$/);
     } finally {
       await rm(script, { force: true });
     }

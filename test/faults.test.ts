@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { summaryOf, type CliRun } from './helpers/cli.js';
 import { type FaultPlan, type FaultProxy } from './helpers/fault-proxy.js';
-import { expectSameFile, listFolder, randomFile, sha256Of, tempFolder } from './helpers/files.js';
+import { blake3Of, expectSameFile, listFolder, randomFile, sha256Of, tempFolder } from './helpers/files.js';
 import {
   ACCEPT_BYTES,
   cli,
@@ -51,7 +51,7 @@ describe('through the fault proxy: the bytes arrive whatever the segmentation', 
     const sent = await sendTo(proxy.port, source);
     const received = await receiver.result;
     await expectSameFile(target, source);
-    const digest = await sha256Of(source);
+    const digest = await blake3Of(source);
     expect(sent).toMatchObject({ verified: true, digest, name: 'copy.bin' });
     expect(received).toMatchObject({ digest, path: target });
     await expectLanded(where, ['copy.bin']);

@@ -4,12 +4,14 @@
  * come from npm's cache when they are there (`npm ci` put them there).
  */
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { tempFolder } from './helpers/files.js';
+import { runCli, startRecvCli, summaryOf } from './helpers/cli.js';
+import { blake3Of, tempFolder } from './helpers/files.js';
 
 const run = promisify(execFile);
 const PROJECT = fileURLToPath(new URL('..', import.meta.url));
@@ -49,5 +51,33 @@ describe('the npm package', () => {
     expect(version.trim()).toMatch(/^\d+\.\d+\.\d+$/);
     const manifest = JSON.parse(await readFile(join(app, 'node_modules', 'ftx', 'package.json'), 'utf8')) as { exports: Record<string, unknown>; types: string };
     expect(manifest.exports['.']).toEqual({ types: './dist/types/index.d.ts', import: './dist/index.js' });
+  }, 180_000);
+
+  // Where the prebuilt BLAKE3 binary cannot load (a platform without one; here, an install
+  // that skipped optional dependencies, which is how that binary ships), ftx still works
+  // with the WebAssembly build, says so at debug level, and computes the same digest.
+  it('without its native BLAKE3 binary it falls back to WebAssembly: same digest, and it says so', async () => {
+    const packed = await tempFolder('ftx-pack-');
+    await run('npm', ['pack', '--ignore-scripts', '--pack-destination', packed], { cwd: PROJECT, timeout: 60_000 });
+    const [tarball] = (await readdir(packed)).filter((name) => name.endsWith('.tgz'));
+    const app = await tempFolder('ftx-app-');
+    await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
+    await run('npm', ['install', '--omit=optional', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline', join(packed, tarball as string)], { cwd: app, timeout: 120_000 });
+    const installed = await readdir(join(app, 'node_modules', '@napi-rs'));
+    expect(installed, 'only the loader, no platform binary').toEqual(['blake-hash']);
+    const data = join(app, 'data.bin');
+    await writeFile(data, randomBytes(300_000));
+    const bin = join(app, 'node_modules', 'ftx', 'bin', 'ftx.js');
+    const recv = await startRecvCli([join(app, 'copy.bin'), '--log-level', 'debug'], { bin, cwd: app });
+    const send = runCli(['send', data, `127.0.0.1:${recv.port}`, '--json', '--log-level', 'debug'], { bin, cwd: app });
+    expect(await send.exit, send.stderr()).toBe(0);
+    expect(await recv.exit, recv.stderr()).toBe(0);
+    const digest = await blake3Of(data);
+    expect(summaryOf(send)).toMatchObject({ hash: 'blake3', digest, digestEngine: 'wasm', verified: true });
+    expect(summaryOf(recv)).toMatchObject({ hash: 'blake3', digest, digestEngine: 'wasm' });
+    for (const side of [send, recv]) {
+      expect(side.logs().find((record) => record.digestEngine === 'wasm')?.msg).toMatch(/^BLAKE3: the native module cannot load \(.*\); using the WebAssembly build, several times slower$/);
+    }
+    expect(await blake3Of(join(app, 'copy.bin'))).toBe(digest);
   }, 180_000);
 });

@@ -196,7 +196,7 @@ describe('ftx recv --serve (CLI)', () => {
     expect(await Promise.all(sends.map((send) => send.exit))).toEqual([0, 0, 0, 0, 0]);
     const done = recv.logs().filter((record) => record.event === 'transfer-done');
     expect(done).toHaveLength(5);
-    expect(done[0]).toMatchObject({ id: expect.any(Number), peer: expect.any(String), name: expect.any(String), bytes: expect.any(Number), sha256: expect.stringMatching(/^[0-9a-f]{64}$/), seconds: expect.any(Number) });
+    expect(done[0]).toMatchObject({ id: expect.any(Number), peer: expect.any(String), name: expect.any(String), bytes: expect.any(Number), hash: 'blake3', digest: expect.stringMatching(/^[0-9a-f]{64}$/), seconds: expect.any(Number) });
     recv.child.kill('SIGTERM');
     expect(await recv.exit).toBe(0);
     expect(await listFolder(inbox)).toEqual(['f0.bin', 'f1.bin', 'f2.bin', 'f3.bin', 'f4.bin']);

@@ -19,7 +19,7 @@ import {
 import { encodeFrame, FrameType } from '../src/framing.js';
 import { jsonFrame } from '../src/protocol/messages.js';
 import { connect } from '../src/transport/tcp.js';
-import { expectSameFile, listFolder, randomFile, sha256Of, tempFolder } from './helpers/files.js';
+import { blake3Of, expectSameFile, listFolder, randomFile, sha256Of, tempFolder } from './helpers/files.js';
 import { expectStillWaiting, sendTo, startReceiver } from './helpers/loopback.js';
 import { headerFrame, parseFrame, rawPeer } from './helpers/raw-peer.js';
 
@@ -36,7 +36,7 @@ describe('a file from sender to receiver', () => {
       const received = await receiver.result;
 
       await expectSameFile(target, source);
-      const digest = await sha256Of(source);
+      const digest = await blake3Of(source);
       expect(sent).toMatchObject({ bytes: size, digest, verified: true, name: 'out.bin' });
       expect(received).toMatchObject({ path: target, bytes: size, digest });
       expect(await listFolder(folder)).toEqual(['out.bin', 'source.bin']);

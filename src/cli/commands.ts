@@ -6,6 +6,7 @@
  */
 import { basename } from 'node:path';
 import {
+  blake3Engine,
   enableGarbageNudges,
   InterruptedError,
   ping,
@@ -53,7 +54,7 @@ export interface SendArgs extends CommonArgs {
   destination: string;
   name: string | undefined;
   'verified-only': boolean;
-  hash: DigestName;
+  hash: DigestName | undefined;
 }
 
 export interface PingArgs extends CommonArgs {
@@ -75,6 +76,7 @@ export interface Interruption {
 export async function runRecv(args: RecvArgs, output: Output, signal: AbortSignal): Promise<Summary> {
   // This process is ours: let the receiver keep its memory flat (util/gc-nudge.ts).
   enableGarbageNudges();
+  reportDigestEngine(output);
   let progress: Progress | undefined;
   const receiver = await receive({
     target: args.target,
@@ -138,9 +140,24 @@ function receivingOptions(args: RecvArgs, output: Output): ReceivingOptions {
   };
 }
 
-/** Summary fields for a digest: always hash + digest, and `sha256` when it is one (for scripts). */
+/**
+ * Summary fields for a digest: always hash + digest, `sha256` when it is one (scripts of
+ * the SHA-256 days read it), and for BLAKE3 which code computed it here.
+ */
 function digestFields(result: { hash: DigestName; digest: string }): Summary {
-  return { hash: result.hash, digest: result.digest, ...(result.hash === 'sha256' ? { sha256: result.digest } : {}) };
+  return {
+    hash: result.hash,
+    digest: result.digest,
+    ...(result.hash === 'sha256' ? { sha256: result.digest } : {}),
+    ...(result.hash === 'blake3' ? { digestEngine: blake3Engine().kind } : {}),
+  };
+}
+
+/** Says at debug level which BLAKE3 code runs: the native module, or the slower WebAssembly build, and why. */
+function reportDigestEngine(output: Output): void {
+  const engine = blake3Engine();
+  if (engine.kind === 'native') output.log.debug({ digestEngine: 'native' }, 'BLAKE3: native module (@napi-rs/blake-hash)');
+  else output.log.debug({ digestEngine: 'wasm', reason: engine.reason }, `BLAKE3: the native module cannot load (${engine.reason}); using the WebAssembly build, several times slower`);
 }
 
 function conflictPolicy(args: RecvArgs): ConflictPolicy {
@@ -152,6 +169,7 @@ export async function runServe(args: RecvArgs, output: Output, interruption: Int
   // The receiver takes connections from the moment it listens; the announcement and the
   // board come after (a transfer that starts before the board just has no line).
   enableGarbageNudges();
+  reportDigestEngine(output);
   let board: TransferBoard | undefined;
   const stats = { stored: 0, failed: 0, pings: 0, bytes: 0, dropped: 0 };
   const quieted = rateLimitedLog(output);
@@ -230,6 +248,7 @@ export async function runServe(args: RecvArgs, output: Output, interruption: Int
 }
 
 export async function runSend(args: SendArgs, output: Output, signal: AbortSignal): Promise<Summary> {
+  if (args.hash === undefined || args.hash === 'blake3') reportDigestEngine(output);
   let progress: Progress | undefined;
   try {
     const result = await send({

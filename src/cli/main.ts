@@ -17,7 +17,7 @@ import {
   DEFAULT_PORT,
   DEFAULT_TIMEOUT_MS,
 } from '../defaults.js';
-import { DEFAULT_DIGEST, DIGEST_NAMES, type DigestName } from '../digest/names.js';
+import { DEFAULT_DIGEST, DIGEST_NAMES } from '../digest/names.js';
 import { parseByteSize, parseDuration } from '../util/units.js';
 import { VERSION } from '../util/version.js';
 import { FtxError, InterruptedError, isFtxError, UsageError } from '../errors.js';
@@ -131,8 +131,7 @@ function buildParser(argv: string[]) {
         .option('name', { type: 'string', describe: 'Announce the file under this name instead of its own' })
         .option('hash', {
           choices: DIGEST_NAMES,
-          default: DEFAULT_DIGEST as DigestName,
-          describe: 'Digest both ends check: sha256, or xxh128 (a faster non-cryptographic checksum)',
+          describe: `Digest both ends check: blake3 (what b3sum prints), sha256 (what sha256sum prints), or xxh128 (a non-cryptographic checksum) [default: ${DEFAULT_DIGEST}; sha256 for receivers older than it]`,
         })
         .option('verified-only', {
           type: 'boolean',

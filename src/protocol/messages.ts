@@ -23,6 +23,11 @@ export interface Greeting {
   protocol: typeof PROTOCOL_NAME;
   version: number;
   software?: string;
+  /**
+   * The digests this receiver accepts in a Header. Absent from older receivers (ftx 0.1),
+   * which accept LEGACY_DIGESTS. Unknown names from a newer peer are dropped.
+   */
+  digests?: DigestName[];
 }
 
 export interface Header {
@@ -170,6 +175,10 @@ export function decodeGreeting(frame: Frame): Greeting {
   if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) fail(frame, 'version', 'a positive whole number');
   const greeting: Greeting = { protocol: PROTOCOL_NAME, version };
   if (body.software !== undefined) greeting.software = text(frame, body, 'software', 100);
+  if (body.digests !== undefined) {
+    if (!Array.isArray(body.digests) || body.digests.length > 32 || !body.digests.every((name) => typeof name === 'string')) fail(frame, 'digests', 'a list of digest names');
+    greeting.digests = body.digests.filter(isDigestName);
+  }
   return greeting;
 }
 

@@ -18,9 +18,12 @@ export interface CliRun {
 
 const SIGNAL_NUMBERS: Record<string, number> = { SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
 
-/** `prefix`: a command to run the CLI under (e.g. ['prlimit', '--nofile=48:48']). */
-export function runCli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; prefix?: string[] } = {}): CliRun {
-  const [command, ...commandArgs] = [...(options.prefix ?? []), process.execPath, FTX_BIN, ...args] as [string, ...string[]];
+/**
+ * `prefix`: a command to run the CLI under (e.g. ['prlimit', '--nofile=48:48']);
+ * `bin`: another ftx's bin/ftx.js (an installed copy of the package).
+ */
+export function runCli(args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; prefix?: string[]; bin?: string } = {}): CliRun {
+  const [command, ...commandArgs] = [...(options.prefix ?? []), process.execPath, options.bin ?? FTX_BIN, ...args] as [string, ...string[]];
   const child = spawn(command, commandArgs, {
     cwd: options.cwd,
     env: { ...process.env, ...options.env },
@@ -73,7 +76,7 @@ export function runCli(args: string[], options: { cwd?: string; env?: NodeJS.Pro
 }
 
 /** Starts `ftx recv` on a free loopback port and resolves once it listens. */
-export async function startRecvCli(args: string[], options: { cwd?: string; bind?: string } = {}): Promise<CliRun & { port: number }> {
+export async function startRecvCli(args: string[], options: { cwd?: string; bind?: string; bin?: string } = {}): Promise<CliRun & { port: number }> {
   const run = runCli(['recv', ...args, '--port', '0', '--bind', options.bind ?? '127.0.0.1', '--json'], options);
   const listening = await run.waitForLog((record) => record.event === 'listening');
   return { ...run, port: listening.port as number };

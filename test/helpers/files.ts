@@ -28,6 +28,15 @@ export async function sha256Of(path: string): Promise<string> {
   return createHash('sha256').update(await readFile(path)).digest('hex');
 }
 
+/**
+ * BLAKE3 of a file, from hash-wasm: an implementation independent of the native module
+ * ftx uses by default, so a test that compares the two checks ftx rather than itself.
+ */
+export async function blake3Of(path: string): Promise<string> {
+  const { blake3 } = await import('hash-wasm');
+  return blake3(await readFile(path));
+}
+
 /** Every entry in a folder, hidden ones (temporary files) included. */
 export async function listFolder(folder: string): Promise<string[]> {
   return (await readdir(folder)).sort();

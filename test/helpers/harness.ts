@@ -12,6 +12,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, expect } from 'vitest';
+import { DIGEST_NAMES } from '../../src/digest/names.js';
 import { FrameType } from '../../src/framing.js';
 import { jsonFrame, PROTOCOL_NAME, PROTOCOL_VERSION } from '../../src/protocol/messages.js';
 import { SOFTWARE } from '../../src/util/version.js';
@@ -23,7 +24,7 @@ export const FIXTURE_JPEG = new URL('../fixtures/06.jpg', import.meta.url).pathn
 export const HOST = '127.0.0.1';
 
 /** Frame sizes the cut points are placed by (PROTOCOL.md; the CLI's default digest is SHA-256). */
-export const GREETING_BYTES = jsonFrame(FrameType.Greeting, { protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, software: SOFTWARE }).length;
+export const GREETING_BYTES = jsonFrame(FrameType.Greeting, { protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, software: SOFTWARE, digests: [...DIGEST_NAMES] }).length;
 export const ACCEPT_BYTES = jsonFrame(FrameType.Accept, { offset: 0 }).length;
 export const TRAILER_BYTES = jsonFrame(FrameType.Trailer, { hash: 'sha256', digest: '0'.repeat(64) }).length;
 
