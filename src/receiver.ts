@@ -34,7 +34,7 @@ import {
   sendReceipt,
   sendRefuse,
 } from './handshake.js';
-import { Channel } from './protocol/channel.js';
+import { Channel, type ByteSource } from './protocol/channel.js';
 import { CLASSIC_ACK, readClassicSize } from './protocol/classic.js';
 import { ctime, PROTOCOL_VERSION, type Header, type Ping, type Protocol, type Receipt } from './protocol/messages.js';
 import { receiveData } from './session/incoming.js';
@@ -69,8 +69,8 @@ export interface ConnectionOptions {
   allowDotFiles?: boolean | undefined;
   /** Refuse files larger than this many bytes. */
   maxSize?: number | undefined;
-  /** How much a transfer buffers on its way to disk (see DEFAULT_WRITE_BUFFER_BYTES). */
-  writeBufferBytes?: number | undefined;
+  /** Each of a transfer's two file buffers, bytes (see DEFAULT_FILE_BUFFER_BYTES). */
+  fileBufferBytes?: number | undefined;
   log?: Log | undefined;
   /** Called once the connection is past its handshake: a header, a ping or a classic size is in. */
   onOpened?: (() => void) | undefined;
@@ -83,6 +83,8 @@ export interface ConnectionOptions {
    * FtxError), and any partial file is removed before the handler settles.
    */
   signal?: AbortSignal | undefined;
+  /** Where the connection's bytes come from, when not the stream's own reads (transport/direct-reads.ts). */
+  source?: ByteSource | undefined;
 }
 
 export interface ReceivedFile {
@@ -136,7 +138,7 @@ interface Progress {
  */
 export async function receiveConnection(stream: Duplex, options: ConnectionOptions, policy: ConnectionPolicy = alwaysAccept): Promise<ConnectionOutcome> {
   const peer = peerOf(stream);
-  const channel = new Channel(stream, { idleTimeoutMs: options.idleTimeoutMs, peerRole: 'the sender' });
+  const channel = new Channel(stream, { idleTimeoutMs: options.idleTimeoutMs, peerRole: 'the sender', source: options.source });
   channel.maxFramePayload = MAX_SENDER_FRAME_PAYLOAD;
   const log = options.log ?? silentLog;
   const progress: Progress = { speaksClassic: false, refused: false };
@@ -229,7 +231,7 @@ async function receiveTransfer(
 
     const minRate = options.minBytesPerSecond ?? DEFAULT_MIN_BYTES_PER_SECOND;
     const floor = minRate > 0 && options.idleTimeoutMs > 0 ? { bytesPerSecond: minRate, windowMs: options.idleTimeoutMs } : undefined;
-    const { digest, received } = await receiveData(channel, incoming.size, dialect.hash, file, { writeBufferBytes: options.writeBufferBytes, floor, onProgress: options.onProgress });
+    const { digest, received } = await receiveData(channel, incoming.size, dialect.hash, file, { bufferBytes: options.fileBufferBytes, floor, onProgress: options.onProgress });
     await dialect.verify(digest);
     const stored = await dialect.committing(() => commitTarget(file, request, { onConflict: options.onConflict, mtimeMs: incoming.mtime }, policy));
     await dialect.confirm({ bytes: received, hash: dialect.hash, digest, name: basename(stored) });

@@ -36,6 +36,22 @@ describe('ftx --help and usage errors', () => {
     expect(run.stdout()).toMatch(/ftx send <file> <destination>/);
   });
 
+  // The bin answers --help and --version from text the build rendered (bin/ftx.js), for a
+  // faster start: it must be exactly what the CLI itself prints.
+  it('--help and --version from the prerendered text are exactly what the CLI renders', async () => {
+    const { execFile } = await import('node:child_process');
+    const rendered = (args: string[]) =>
+      new Promise<string>((resolve, reject) => {
+        const script = `import(${JSON.stringify(new URL('../dist/cli.js', import.meta.url).href)}).then(async (cli) => { process.exitCode = await cli.main(${JSON.stringify(args)}); })`;
+        execFile(process.execPath, ['-e', script], (error, stdout) => (error ? reject(error) : resolve(stdout)));
+      });
+    for (const args of [['--help'], ['--version']]) {
+      const fast = runCli(args);
+      expect(await fast.exit).toBe(0);
+      expect(fast.stdout(), `ftx ${args.join(' ')}`).toBe(await rendered(args));
+    }
+  });
+
   for (const command of ['recv', 'send', 'ping']) {
     it(`ftx ${command} --help prints that command's help and does nothing else`, async () => {
       const run = runCli([command, '--help']);

@@ -58,8 +58,7 @@ describe('StagedFile.place never clobbers', () => {
   it('a name taken since the file was staged fails with EEXIST and leaves both files as they are', async () => {
     const folder = await tempFolder();
     const staged = await StagedFile.create(join(folder, 'x.bin'));
-    const writer = staged.createWriteStream();
-    await new Promise<void>((resolve, reject) => writer.end(Buffer.from('mine'), (error?: Error | null) => (error ? reject(error) : resolve())));
+    await staged.writeAt(Buffer.from('mine'), 0);
     await staged.seal();
     await writeFile(join(folder, 'x.bin'), 'theirs');
     const failure = await staged.place(join(folder, 'x.bin'), { replace: false }).catch((error: unknown) => error);

@@ -59,30 +59,28 @@ describe('invariants the races above depend on (in-process)', () => {
     expect(verdict).toBe(stored ? 'stored' : 'failed');
   });
 
-  // Regression: the write stream was an fs.WriteStream on the FileHandle's numeric fd with
-  // autoClose: false, but a *destroyed* fs stream closes its fd anyway (autoClose only
-  // governs a stream that ends). pipeline() destroys it when the connection dies mid-file,
-  // so the fd was closed behind the FileHandle and discard() closed the same number again,
-  // by then possibly another transfer's file (serve mode): that file's fd was closed, or,
-  // if yet another file reused the number, its writes went to the wrong file.
-  it("discarding after the write stream was destroyed (connection lost mid-file) leaves other files' descriptors alone", async () => {
+  // Regression (the stream writer of 0.1): a destroyed fs.WriteStream closed its fd behind
+  // the FileHandle, and discard() closed the same number again, by then possibly another
+  // transfer's file (serve mode). The data path now writes through the FileHandle itself;
+  // this keeps guarding the same invariant: a transfer lost while a write is in flight is
+  // discarded without touching any other file's descriptor.
+  it("discarding while a write is in flight (connection lost mid-file) leaves other files' descriptors alone", async () => {
     const folder = await tempFolder();
     const staged = await StagedFile.create(join(folder, 'lost.bin'));
-    const stream = staged.createWriteStream();
-    const closed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
-    stream.on('error', () => {}); // the error pipeline() would report
-    stream.write(Buffer.alloc(1000));
-    stream.destroy(new Error('the sender vanished')); // what pipeline() does when the socket dies
-    await closed;
+    const inFlight = staged.writeAt(Buffer.alloc(8 * 1024 * 1024), 0).catch((error: unknown) => error);
+    const discarded = staged.discard();
     // Other transfers open their temporary files; the kernel hands out the lowest free fds,
-    // so a descriptor the stream closed behind the StagedFile goes to the first of these.
+    // so a descriptor closed behind the StagedFile goes to the first of these.
     const others: FileHandle[] = [];
     try {
       for (let index = 0; index < 4; index++) others.push(await open(join(folder, `other-${index}.bin`), 'w'));
-      await staged.discard();
+      await discarded;
+      await inFlight;
       for (const other of others) await other.write('still mine');
+      for (let index = 0; index < 4; index++) expect((await open(join(folder, `other-${index}.bin`), 'r').then(async (handle) => (await handle.stat()).size + (await handle.close(), 0)))).toBe(10);
     } finally {
       await Promise.all(others.map((other) => other.close().catch(() => {})));
     }
+    expect((await listFolder(folder)).filter((name) => name.startsWith('.'))).toEqual([]);
   });
 });

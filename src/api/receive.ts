@@ -24,7 +24,7 @@ import { silentLog } from '../util/log.js';
 import { DEFAULT_PORT } from '../defaults.js';
 import { guarded } from './callbacks.js';
 import { whenAborted } from '../util/timers.js';
-import { checkTarget, connectionOptions, perHostConnections, sweepLeftovers, type ReceivingOptions } from './receiving.js';
+import { checkTarget, connectionOptions, perHostConnections, sweepLeftovers, takeConnection, type ReceivingOptions } from './receiving.js';
 
 export interface ReceiveOptions extends ReceivingOptions {
   /** A file path, or an existing folder where the file is stored under the sender's name (default: the current folder). A trailing slash says it must be a folder. */
@@ -95,21 +95,23 @@ export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHand
       outcome();
     };
 
-    const onConnection = (socket: Socket) => {
-      const peer = remoteOf(socket);
+    const onConnection = (accepted: Socket) => {
+      const peer = remoteOf(accepted);
       const dropped = new AbortController();
-      const ticket = admission.admit(socket.remoteAddress ?? 'unknown', () =>
+      const ticket = admission.admit(accepted.remoteAddress ?? 'unknown', () =>
         dropped.abort(new TimeoutError('too many connections are waiting to send their header; this one was dropped')),
       );
       if (!ticket) {
         const message = `too many connections from your address (${perHostConnections(options)} at once); try again when some have finished`;
-        refuseConnection(socket, 'busy', message);
+        refuseConnection(accepted, 'busy', message);
         onStray?.({ kind: 'turned-away', peer, message });
         return;
       }
+      const taken = takeConnection(accepted);
+      const socket = taken.socket;
       sockets.add(socket);
       socket.once('close', () => sockets.delete(socket));
-      log.debug({ peer }, 'connection');
+      log.debug({ peer, direct: taken.source !== undefined }, 'connection');
       let carriesTheFile = false;
       const policy: ConnectionPolicy = {
         claim: () => {
@@ -127,6 +129,7 @@ export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHand
         socket,
         {
           ...perConnection,
+          ...(taken.source ? { source: taken.source } : {}),
           signal: AbortSignal.any([signal, dropped.signal]),
           onOpened: () => ticket.opened(),
           onStart: (transfer) => {

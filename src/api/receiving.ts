@@ -9,7 +9,10 @@ import { dirname, resolve, sep } from 'node:path';
 import { DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, DEFAULT_PARTIAL_MAX_AGE_MS, DEFAULT_PER_HOST_CONNECTIONS, DEFAULT_TIMEOUT_MS } from '../defaults.js';
 import { LocalIoError, localIoError, RefusedError, UsageError } from '../errors.js';
 import { CONFLICT_POLICIES, removeStaleLeftovers, type ConflictPolicy, type Leftover } from '../fs/staged-file.js';
+import type { Socket } from 'node:net';
+import type { ByteSource } from '../protocol/channel.js';
 import type { ConnectionOptions } from '../receiver.js';
+import { adoptForDirectReads } from '../transport/direct-reads.js';
 import { silentLog, type Log } from '../util/log.js';
 import { guarded } from './callbacks.js';
 import { validateBytes, validateCount, validatePort, validateTimeout } from './options.js';
@@ -94,6 +97,15 @@ export async function checkTarget(typed: string, mayReplace: boolean): Promise<{
   const link = await lstat(target).catch(() => undefined);
   if (link && !mayReplace) throw new RefusedError('exists', `${target} already exists; remove it or choose another name`, { remedy: 'overwrite' });
   return { target, isFolder: false };
+}
+
+/**
+ * An accepted connection, ready for receiveConnection: moved to a socket that reads into
+ * the receiver's own buffers where that works, else as it is (its reads then start when
+ * the channel first reads: the server pauses new connections).
+ */
+export function takeConnection(socket: Socket): { socket: Socket; source?: ByteSource } {
+  return adoptForDirectReads(socket) ?? { socket };
 }
 
 /** Fails unless this process may create files in `folder`. */

