@@ -1,51 +1,62 @@
 #!/usr/bin/env node
 /**
- * `npm run bench`: ftx against netcat, the classic tutorial and a bare Node pipe, on
- * loopback, with the targets of issue #5 printed next to each figure.
+ * `npm run bench`: ftx against netcat, socat, the classic tutorial and a bare Node pipe, on
+ * loopback, with the targets of issue #12 printed as met / NOT MET.
  *
  * Scenarios (each can be chosen with --only / left out with --skip):
- *   large    one large random file, every peer, several rounds; peers alternate within
- *            a round (order rotated each round) and ratios are taken within a round,
- *            because this machine is shared and noisy. File mode writes to /dev/shm
- *            (tmpfs: the disk is not what we measure); sink mode writes to /dev/null.
+ *   large    one large random file, every peer (ftx with its default digest, --hash sha256 and
+ *            --hash xxh128; nc; socat -b 1048576; classic python; node pipe), several rounds;
+ *            peers alternate within a round (order rotated each round) and ratios are taken
+ *            within a round, because this machine is shared and noisy. File mode writes to
+ *            /dev/shm (tmpfs: the disk is not what we measure); sink mode writes to /dev/null.
+ *            MB/s, CPU seconds per GiB per side and both sides, peak RSS per side.
  *   memory   ftx sender and receiver peak RSS for 64 MiB, 1 GiB and 4 GiB files.
  *   slow     ftx through a proxy that forwards ~20 MB/s: the sender's RSS proves backpressure.
  *   startup  `ftx --help` and `ftx send` to a closed port, against `node -e 0`.
  *   serve    N senders (default 32, each its own file) into one `ftx recv --serve`, all at
  *            once against the same files one after another, each batch into a fresh
- *            receiver; aggregate MB/s and the receiver's peak RSS; every stored file hashed.
+ *            receiver; aggregate MB/s and the receiver's peak RSS; every stored file compared.
+ *   digests  each digest's rate on one core, in memory (1 MiB updates): BLAKE3 native and
+ *            wasm, SHA-256, XXH3-128, through ftx's own registry (dist/index.js).
  *
- * Results: a table on stdout, everything (every run) in bench/results/<timestamp>.json.
+ * Results: a table on stdout (also in bench/results/last-report.txt), everything (every run)
+ * in bench/results/<timestamp>.json.
  * Generated data lives in bench/data/ and is reused. Run `node bench/run.mjs --help`.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, release, tmpdir, totalmem } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
+import { setTimeout as delay } from 'node:timers/promises';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { summarizeProfile } from './lib/cpuprofile.mjs';
 import { definePeers, freePort, lastJson } from './lib/peers.mjs';
-import { killAll, startMeasured, waitForLine } from './lib/proc.mjs';
-import { fixed, mb, ms, ratio, spread, table } from './lib/report.mjs';
+import { measureDigestRates } from './lib/digests.mjs';
+import { killAll, runQuiet, startMeasured, waitForLine } from './lib/proc.mjs';
+import { fixed, mb, ms, oneLine, ratio, spread, table } from './lib/report.mjs';
 import { runServeBatch } from './lib/serve.mjs';
 import { availableMemoryBytes, ensureDataFile, ensureServeFiles, ensureTool, freeBytes, isGnuTime, isOpenbsdNetcat, missingServeBytes, parseSize, sizeLabel, warmCache } from './lib/setup.mjs';
 import { MB, median, summarize } from './lib/stats.mjs';
 import { runTransfer } from './lib/transfer.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const FTX_BIN = join(ROOT, 'bin', 'ftx.js');
 const GIB = 1024 ** 3;
-const SCENARIOS = ['large', 'memory', 'slow', 'startup', 'serve'];
+const SCENARIOS = ['large', 'memory', 'slow', 'startup', 'serve', 'digests'];
 
-/** Issue #5's targets. */
+/** Issue #12's targets (serve: issue #10's), all as same-round medians. */
 const TARGET = {
-  ftxVsNcFile: 1.0,
-  ftxVsNcSink: 0.9,
+  /** ftx (default digest) / nc MB/s, file to file on tmpfs, 1 GiB. */
+  ftxVsNcFile: 0.85,
+  /** CPU seconds per GiB, both sides together, ftx / nc. */
+  cpuVsNc: 1.5,
   ftxVsClassic: 3.5,
-  peakRssBytes: 100 * MB,
-  helpVsNode: 2.0,
+  /** Peak RSS per side, every size of the memory scenario (64 MiB ... 4 GiB). */
+  peakRssBytes: 64 * MB,
+  helpVsNode: 1.6,
+  /** The size the throughput and CPU targets are stated for. */
+  largeBytes: GIB,
   /** 32 senders at once against the same bytes sent one after another (same round). */
   serveVsSequential: 0.9,
   serveRssBytes: 200 * MB,
@@ -53,7 +64,7 @@ const TARGET = {
 };
 /**
  * "Flat" RSS across file sizes: the largest file's peak may exceed the smallest's by at
- * most this much. Some growth is V8 settling its heap, not buffering the file: a file
+ * most this much (besides each staying under TARGET.peakRssBytes). Some growth is V8 settling its heap, not buffering the file: a file
  * held in memory would show up as hundreds of MB, not a few.
  */
 const FLAT_TOLERANCE_BYTES = 16 * MB;
@@ -70,9 +81,11 @@ const HELP = `Usage: npm run bench -- [options]      (or: node bench/run.mjs [op
   --startup-runs N     runs of each start-up command (default 10)
   --senders N          serve scenario: senders, each with its own file (default 32)
   --serve-bytes SIZE   serve scenario: total bytes, split evenly among the senders (default 1G)
+  --digest-size SIZE   digests scenario: bytes hashed per digest, per round and working set (default 512M)
+  --digest-rounds N    digests scenario: rounds (default 3)
   --only LIST          scenarios to run: ${SCENARIOS.join(',')}
   --skip LIST          scenarios to leave out
-  --profile            also run one ftx transfer under node --cpu-prof and list top self time
+  --profile            also run one ftx transfer (default digest) under node --cpu-prof and list top self time
   --profile-dir DIR    where the .cpuprofile files go (default: a new folder in ${tmpdir()})
   --out-dir DIR        where received files are written (default /dev/shm/ftx-bench-PID)
   -h, --help           this text
@@ -92,6 +105,8 @@ function parseOptions(argv) {
       'startup-runs': { type: 'string', default: '10' },
       senders: { type: 'string', default: '32' },
       'serve-bytes': { type: 'string', default: '1G' },
+      'digest-size': { type: 'string', default: '512M' },
+      'digest-rounds': { type: 'string', default: '3' },
       only: { type: 'string' },
       skip: { type: 'string' },
       profile: { type: 'boolean', default: false },
@@ -127,6 +142,8 @@ function parseOptions(argv) {
     startupRuns: positive(values['startup-runs'], 'startup-runs'),
     senders,
     serveBytes,
+    digestBytes: parseSize(values['digest-size']),
+    digestRounds: positive(values['digest-rounds'], 'digest-rounds'),
     scenarios: new Set((only.length ? only : SCENARIOS).filter((name) => !skip.includes(name))),
     profile: values.profile,
     profileDir: values['profile-dir'],
@@ -158,24 +175,29 @@ async function runLarge(context) {
       const run = await runTransfer(peer, mode, source, { out: join(outDir, `large-${peer.id}.bin`), timeoutMs: transferTimeoutMs(source.size) });
       run.round = round;
       runs.push(run);
-      log(`large ${round}/${options.rounds}  ${`${peer.id} ${mode}`.padEnd(12)} ${describeRun(run)}`);
+      log(`large ${round}/${options.rounds}  ${`${peer.id} ${mode}`.padEnd(16)} ${describeRun(run)}`);
     }
   }
 
   const groups = plan.map(({ peer, mode }) => {
     const mine = runs.filter((run) => run.peer === peer.id && run.mode === mode);
     const valid = mine.filter((run) => run.valid);
-    const ratioTo = (otherPeer, otherMode = mode) => {
+    /** Median over rounds of value(this run) / value(otherPeer's run in the same round). */
+    const ratioTo = (otherPeer, otherMode = mode, value = (run) => run.mbps) => {
       const ratios = [];
       for (const run of valid) {
         const other = runs.find((candidate) => candidate.valid && candidate.round === run.round && candidate.peer === otherPeer && candidate.mode === otherMode);
-        if (other) ratios.push(run.mbps / other.mbps);
+        const mineValue = value(run);
+        const otherValue = other ? value(other) : null;
+        if (Number.isFinite(mineValue) && Number.isFinite(otherValue) && otherValue > 0) ratios.push(mineValue / otherValue);
       }
       return ratios.length ? { ...summarize(ratios), perRound: ratios } : null;
     };
+    const bothCpu = (run) => run.bothCpuPerGiB;
     return {
       peer: peer.id,
       label: peer.label,
+      digest: peer.digest ?? null,
       mode,
       runs: mine.length,
       valid: valid.length,
@@ -184,13 +206,23 @@ async function runLarge(context) {
       wallSeconds: summarize(valid.map((run) => run.wallSeconds)),
       sender: sideSummary(valid.map((run) => run.sender)),
       receiver: sideSummary(valid.map((run) => run.receiver)),
+      /** Median over rounds of the per-run sum (not the sum of the medians). */
+      bothCpuPerGiB: summarize(valid.map(bothCpu)),
       vsNc: peer.id === 'nc' ? null : ratioTo('nc'),
-      vsClassic: peer.id.startsWith('ftx') ? ratioTo('classic', 'file') : null,
-      vsNode: peer.id.startsWith('ftx') ? ratioTo('node', 'file') : null,
-      selfReportedMbps: peer.id.startsWith('ftx') ? summarize(valid.map((run) => run.selfReport?.recvMbps)) : null,
+      cpuVsNc: peer.id === 'nc' ? null : ratioTo('nc', mode, bothCpu),
+      vsClassic: peer.ftx ? ratioTo('classic', 'file') : null,
+      vsNode: peer.ftx ? ratioTo('node', 'file') : null,
+      selfReportedMbps: peer.ftx ? summarize(valid.map((run) => run.selfReport?.recvMbps)) : null,
+      digestEngines: peer.ftx ? [...new Set(valid.flatMap((run) => [run.selfReport?.sendDigestEngine, run.selfReport?.recvDigestEngine]).filter(Boolean))] : null,
     };
   });
-  return { source: { path: source.path, bytes: source.size, sha256: source.sha256 }, rounds: options.rounds, skipped, groups, runs };
+  return {
+    source: { path: source.path, bytes: source.size, digests: source.digests, digestTools: source.digestTools },
+    rounds: options.rounds,
+    skipped,
+    groups,
+    runs,
+  };
 }
 
 async function runMemory(context) {
@@ -254,13 +286,13 @@ async function runSlow(context) {
 }
 
 async function runStartup(context) {
-  const { options } = context;
+  const { options, ftxBin } = context;
   const closedPort = await freePort();
   const sendFile = join(ROOT, 'package.json');
   const commands = [
     { id: 'node -e 0', argv: ['-e', '0'], expectCode: 0 },
-    { id: 'ftx --help', argv: [FTX_BIN, '--help'], expectCode: 0 },
-    { id: 'ftx send (refused)', argv: [FTX_BIN, 'send', sendFile, `127.0.0.1:${closedPort}`, '--json', '--quiet'], expectCode: 'nonzero' },
+    { id: 'ftx --help', argv: [ftxBin, '--help'], expectCode: 0 },
+    { id: 'ftx send (refused)', argv: [ftxBin, 'send', sendFile, `127.0.0.1:${closedPort}`, '--json', '--quiet'], expectCode: 'nonzero' },
   ];
   const samples = new Map(commands.map((command) => [command.id, []]));
   const problems = [];
@@ -306,11 +338,12 @@ async function runServe(context) {
     const order = round % 2 ? ['concurrent', 'sequential'] : ['sequential', 'concurrent'];
     for (const mode of order) {
       const run = await runServeBatch(mode, files, {
-        ftxBin: FTX_BIN,
+        ftxBin: context.ftxBin,
         cwd: ROOT,
         timeBinary: context.timeBinary,
         folder: join(outDir, `serve-${mode}`),
         timeoutMs: transferTimeoutMs(totalBytes) + senders * 5_000,
+        digest: context.defaultDigest,
       });
       run.round = round;
       runs.push(run);
@@ -349,7 +382,13 @@ async function runServe(context) {
     }
     return ratios.length ? { ...summarize(ratios), perRound: ratios } : null;
   };
-  return { ...describe, files: files.map(({ name, size, sha256 }) => ({ name, size, sha256 })), modes, concurrentVsSequential: ratioOf('mbps'), recvBusyRatio: ratioOf('receiverMbps'), runs };
+  return { ...describe, digest: context.defaultDigest, files: files.map(({ name, size, digests }) => ({ name, size, digests })), modes, concurrentVsSequential: ratioOf('mbps'), recvBusyRatio: ratioOf('receiverMbps'), runs };
+}
+
+async function runDigests(context) {
+  const { options } = context;
+  log(`digests: ${sizeLabel(options.digestBytes)} per digest and working set, 1 MiB updates, ${options.digestRounds} rounds, in this process...`);
+  return measureDigestRates({ root: context.ftxRoot, totalBytes: options.digestBytes, rounds: options.digestRounds, log });
 }
 
 async function runProfile(context) {
@@ -362,12 +401,12 @@ async function runProfile(context) {
   const profiled = {
     id: 'ftx',
     async startReceiver(out) {
-      const proc = startMeasured(process.execPath, ['--cpu-prof', '--cpu-prof-dir', sides.recv, FTX_BIN, 'recv', out, '--port', '0', '--json', '--force', '--log-format', 'json', '--log-level', 'info'], { cwd: ROOT, timeBinary: context.timeBinary });
+      const proc = startMeasured(process.execPath, ['--cpu-prof', '--cpu-prof-dir', sides.recv, context.ftxBin, 'recv', out, '--port', '0', '--json', '--force', '--log-format', 'json', '--log-level', 'info'], { cwd: ROOT, timeBinary: context.timeBinary });
       const match = await waitForLine(proc, /"event":"listening".*?"port":(\d+)/, 15_000, 'ftx recv');
       return { proc, port: Number(match[1]) };
     },
     startSender(src, port) {
-      return startMeasured(process.execPath, ['--cpu-prof', '--cpu-prof-dir', sides.send, FTX_BIN, 'send', src, `127.0.0.1:${port}`, '--json', '--quiet'], { cwd: ROOT, timeBinary: context.timeBinary });
+      return startMeasured(process.execPath, ['--cpu-prof', '--cpu-prof-dir', sides.send, context.ftxBin, 'send', src, `127.0.0.1:${port}`, '--json', '--quiet'], { cwd: ROOT, timeBinary: context.timeBinary });
     },
     check: context.peers.find((peer) => peer.id === 'ftx').check,
   };
@@ -404,6 +443,9 @@ function sideSummary(sides) {
   return {
     wallSeconds: summarize(sides.map((side) => side.wallSeconds)),
     cpuSeconds: summarize(sides.map((side) => side.cpuSeconds)),
+    cpuPerGiB: summarize(sides.map((side) => side.cpuPerGiB)),
+    userPerGiB: summarize(sides.map((side) => side.userPerGiB)),
+    sysPerGiB: summarize(sides.map((side) => side.sysPerGiB)),
     peakRssBytes: summarize(sides.map((side) => side.peakRssBytes)),
   };
 }
@@ -415,15 +457,47 @@ function maxOf(values) {
 
 function describeRun(run) {
   if (!run.valid) return `INVALID: ${run.error}`;
-  return `${run.wallSeconds.toFixed(2)} s  ${run.mbps.toFixed(0)} MB/s  rss send ${mb(run.sender.peakRssBytes)} / recv ${mb(run.receiver.peakRssBytes)} MB  ok`;
+  return (
+    `${run.wallSeconds.toFixed(2)} s  ${run.mbps.toFixed(0)} MB/s  cpu/GiB send ${fixed(run.sender.cpuPerGiB, 2) ?? '-'} / recv ${fixed(run.receiver.cpuPerGiB, 2) ?? '-'}  ` +
+    `rss send ${mb(run.sender.peakRssBytes)} / recv ${mb(run.receiver.peakRssBytes)} MB  ok`
+  );
 }
 
 function describeServeRun(run) {
   if (!run.valid) return `INVALID: ${run.error}`;
   return (
     `${run.wallSeconds.toFixed(2)} s  ${run.mbps.toFixed(0)} MB/s  recv busy ${fixed(run.receiverMbps, 0) ?? '-'} MB/s  ` +
-    `in flight <= ${run.peakInFlight}  recv rss ${mb(run.receiver.peakRssBytes)} MB  ${run.stored.verified}/${run.stored.of} sha256 ok`
+    `in flight <= ${run.peakInFlight}  recv rss ${mb(run.receiver.peakRssBytes)} MB  ${run.stored.verified}/${run.stored.of} identical (cmp)`
   );
+}
+
+/**
+ * Copies bin/ and dist/ (not dist/types) to `root` and checks the copy loads its CLI. Tries
+ * again while dist/ changes under it or is incomplete (a build in progress).
+ */
+async function snapshotFtx(root) {
+  const cli = join(ROOT, 'dist', 'cli.js');
+  for (let attempt = 1; ; attempt++) {
+    rmSync(root, { recursive: true, force: true });
+    let builtAt;
+    let problem;
+    try {
+      builtAt = statSync(cli).mtimeMs;
+      cpSync(join(ROOT, 'bin'), join(root, 'bin'), { recursive: true });
+      cpSync(join(ROOT, 'dist'), join(root, 'dist'), { recursive: true, filter: (path) => !path.startsWith(join(ROOT, 'dist', 'types')) });
+      // `send --help` (two words) loads dist/cli.js; `--help` alone is answered by bin/ftx.js.
+      const check = await runQuiet(process.execPath, [join(root, 'bin', 'ftx.js'), 'send', '--help'], { cwd: ROOT });
+      if (check.code !== 0) problem = `the copy of ftx does not start: ${check.stderr.trim().split('\n').slice(-3).join(' ')}`;
+      else if (statSync(cli).mtimeMs !== builtAt) problem = 'dist/ changed while it was copied';
+    } catch (error) {
+      problem = error.message;
+    }
+    if (!problem) return { root, builtAt: new Date(builtAt).toISOString() };
+    rmSync(root, { recursive: true, force: true });
+    if (attempt === 6) throw new Error(`cannot take a working copy of bin/ and dist/: ${problem}; run \`npm run build\` and try again`);
+    log(`${problem} (a build running?); trying again in 5 s`);
+    await delay(5_000);
+  }
 }
 
 function timeCommand(command, args) {
@@ -458,36 +532,47 @@ function gitDescription() {
 function evaluateTargets(results) {
   const { large, memory, slow, startup, serve } = results.scenarios;
   const targets = [];
-  const add = (name, value, display, goal, met, note) => targets.push({ name, value, display, goal, status: met === null ? 'n/a' : met ? 'met' : 'NOT MET', note });
+  const others = [];
+  const add = (list, name, value, display, goal, met, note) => list.push({ name, value, display, goal, status: met === null ? 'n/a' : met ? 'met' : 'NOT MET', note });
   const ftxFile = large?.groups.find((group) => group.peer === 'ftx' && group.mode === 'file');
+  const digest = results.defaultDigest;
+  const sizeNote = large && large.source.bytes !== TARGET.largeBytes ? `measured at ${sizeLabel(large.source.bytes)}; the target is for ${sizeLabel(TARGET.largeBytes)}` : undefined;
 
   if (large) {
     const vsNc = ftxFile?.vsNc?.median ?? null;
-    add('ftx / nc, file to file (same round)', vsNc, ratio(vsNc), `>= ${TARGET.ftxVsNcFile.toFixed(1)}x`, vsNc === null ? null : vsNc >= TARGET.ftxVsNcFile, vsNc === null ? 'no valid pair of runs' : undefined);
-    add('ftx / nc, sink', null, null, `>= ${TARGET.ftxVsNcSink.toFixed(1)}x`, null, 'not measurable: ftx stages into a temp file and renames, so /dev/null cannot be its target');
-    const vsClassic = ftxFile?.vsClassic?.median ?? null;
-    add('ftx / classic python, file to file', vsClassic, ratio(vsClassic), `>= ${TARGET.ftxVsClassic.toFixed(1)}x`, vsClassic === null ? null : vsClassic >= TARGET.ftxVsClassic, vsClassic === null ? 'no valid pair of runs' : undefined);
-    const fast = large.groups.find((group) => group.peer === 'ftx-xxh128' && group.mode === 'file');
-    if (fast) {
-      const fastVsNc = fast.vsNc?.median ?? null;
-      add('ftx --hash xxh128 / nc, file to file', fastVsNc, ratio(fastVsNc), `>= ${TARGET.ftxVsNcFile.toFixed(1)}x`, fastVsNc === null ? null : fastVsNc >= TARGET.ftxVsNcFile, fastVsNc === null ? 'no valid pair of runs' : undefined);
-      const fastVsClassic = fast.vsClassic?.median ?? null;
-      add('ftx --hash xxh128 / classic python', fastVsClassic, ratio(fastVsClassic), `>= ${TARGET.ftxVsClassic.toFixed(1)}x`, fastVsClassic === null ? null : fastVsClassic >= TARGET.ftxVsClassic, fastVsClassic === null ? 'no valid pair of runs' : undefined);
-    }
+    add(targets, `ftx (${digest}) / nc MB/s, file to file`, vsNc, ratio(vsNc), `>= ${TARGET.ftxVsNcFile.toFixed(2)}x`, vsNc === null ? null : vsNc >= TARGET.ftxVsNcFile, vsNc === null ? 'no valid pair of runs' : sizeNote);
+    const cpu = ftxFile?.cpuVsNc?.median ?? null;
+    add(
+      targets,
+      `CPU s/GiB both sides, ftx (${digest}) / nc`,
+      cpu,
+      cpu === null ? null : `${ratio(cpu)} (${fixed(ftxFile.bothCpuPerGiB.median, 2)} vs ${fixed(large.groups.find((group) => group.peer === 'nc' && group.mode === 'file')?.bothCpuPerGiB.median, 2)})`,
+      `<= ${TARGET.cpuVsNc.toFixed(1)}x`,
+      cpu === null ? null : cpu <= TARGET.cpuVsNc,
+      cpu === null ? 'no valid pair of runs (or no CPU meter)' : sizeNote,
+    );
   }
-
-  const rssSources = [];
-  if (ftxFile) rssSources.push(ftxFile.sender.peakRssBytes.max, ftxFile.receiver.peakRssBytes.max);
-  for (const entry of memory?.sizes ?? []) rssSources.push(entry.senderPeakRssBytes, entry.receiverPeakRssBytes);
-  if (slow?.run?.valid) rssSources.push(slow.run.sender.peakRssBytes, slow.run.receiver.peakRssBytes);
-  const peak = maxOf(rssSources);
-  if (peak !== null) add('ftx peak RSS, either side, every run', peak, `${mb(peak)} MB`, `<= ${mb(TARGET.peakRssBytes)} MB`, peak <= TARGET.peakRssBytes);
-
   if (memory) {
-    for (const [side, flat] of [['sender', memory.senderFlat], ['receiver', memory.receiverFlat]]) {
-      const labels = memory.sizes.filter((entry) => !entry.skipped && entry.valid > 0).map((entry) => entry.label);
+    const measured = memory.sizes.filter((entry) => !entry.skipped && entry.valid > 0);
+    const skipped = memory.sizes.filter((entry) => entry.skipped || entry.valid === 0).map((entry) => `${entry.label}: ${entry.skipped ?? 'no valid run'}`);
+    for (const [side, key, flat] of [
+      ['sender', 'senderPeakRssBytes', memory.senderFlat],
+      ['receiver', 'receiverPeakRssBytes', memory.receiverFlat],
+    ]) {
+      const values = measured.map((entry) => entry[key]);
+      const peak = maxOf(values);
       add(
-        `ftx ${side} RSS flat across ${labels.join('/') || 'sizes'}`,
+        targets,
+        `ftx ${side} peak RSS, ${measured.map((entry) => entry.label).join(' / ') || 'no size measured'}`,
+        peak,
+        peak === null ? null : `${values.map(mb).join(' / ')} MB`,
+        `<= ${mb(TARGET.peakRssBytes)} MB each`,
+        peak === null ? null : peak <= TARGET.peakRssBytes,
+        skipped.length ? `not measured: ${skipped.join('; ')}` : undefined,
+      );
+      add(
+        targets,
+        `ftx ${side} RSS flat across sizes`,
         flat?.growthBytes ?? null,
         flat ? `${mb(flat.smallest)} -> ${mb(flat.largest)} MB` : null,
         `growth <= ${mb(FLAT_TOLERANCE_BYTES)} MB`,
@@ -496,79 +581,121 @@ function evaluateTargets(results) {
       );
     }
   }
+  if (startup) {
+    add(targets, 'ftx --help / node -e 0, wall', startup.helpVsNode, ratio(startup.helpVsNode), `<= ${TARGET.helpVsNode.toFixed(1)}x`, startup.helpVsNode === null ? null : startup.helpVsNode <= TARGET.helpVsNode);
+  }
+  if (large) {
+    const vsClassic = ftxFile?.vsClassic?.median ?? null;
+    add(targets, `ftx (${digest}) / classic python MB/s, file to file`, vsClassic, ratio(vsClassic), `>= ${TARGET.ftxVsClassic.toFixed(1)}x`, vsClassic === null ? null : vsClassic >= TARGET.ftxVsClassic, vsClassic === null ? 'no valid pair of runs' : sizeNote);
+  }
+
+  // Checks from earlier issues that still hold.
+  if (large) {
+    const ftxGroups = large.groups.filter((group) => group.peer.startsWith('ftx'));
+    const peak = maxOf(ftxGroups.flatMap((group) => [group.sender.peakRssBytes.max, group.receiver.peakRssBytes.max]));
+    add(others, `ftx peak RSS, either side, every run of 1. (all digests)`, peak, peak === null ? null : `${mb(peak)} MB`, `<= ${mb(TARGET.peakRssBytes)} MB`, peak === null ? null : peak <= TARGET.peakRssBytes);
+  }
   if (slow) {
     const rss = slow.run?.valid ? slow.run.sender.peakRssBytes : null;
-    add(`ftx sender RSS, ${slow.rateMbps ?? '?'} MB/s receiver`, rss, rss === null ? null : `${mb(rss)} MB`, `<= ${mb(TARGET.peakRssBytes)} MB`, rss === null ? null : rss <= TARGET.peakRssBytes, slow.skipped ?? (slow.run?.valid ? undefined : slow.run?.error));
-  }
-  if (startup) {
-    add('ftx --help / node -e 0', startup.helpVsNode, ratio(startup.helpVsNode), `<= ${TARGET.helpVsNode.toFixed(1)}x`, startup.helpVsNode === null ? null : startup.helpVsNode <= TARGET.helpVsNode);
+    add(others, `ftx sender RSS, ${slow.rateMbps ?? '?'} MB/s receiver (backpressure)`, rss, rss === null ? null : `${mb(rss)} MB`, `<= ${mb(TARGET.peakRssBytes)} MB`, rss === null ? null : rss <= TARGET.peakRssBytes, slow.skipped ?? (slow.run?.valid ? undefined : slow.run?.error));
   }
   if (serve) {
     const n = serve.senders;
     const vsGoal = `>= ${TARGET.serveVsSequential.toFixed(1)}x`;
     const rssGoal = `<= ${mb(TARGET.serveRssBytes)} MB`;
     if (serve.skipped) {
-      add(`serve: ${n} senders at once / one after another`, null, null, vsGoal, null, `skipped: ${serve.skipped}`);
+      add(others, `serve: ${n} senders at once / one after another`, null, null, vsGoal, null, `skipped: ${serve.skipped}`);
     } else {
       const fewer = n === TARGET.serveSenders ? undefined : `${n} senders measured; the target is for ${TARGET.serveSenders}`;
       const vs = serve.concurrentVsSequential?.median ?? null;
-      add(`serve: ${n} senders at once / one after another`, vs, ratio(vs), vsGoal, vs === null ? null : vs >= TARGET.serveVsSequential, vs === null ? 'no round with both batches valid' : fewer);
+      add(others, `serve: ${n} senders at once / one after another`, vs, ratio(vs), vsGoal, vs === null ? null : vs >= TARGET.serveVsSequential, vs === null ? 'no round with both batches valid' : fewer);
       const rss = serve.modes.find((entry) => entry.mode === 'concurrent')?.receiverPeakRssBytes ?? null;
-      add(`serve: receiver peak RSS, ${n} senders at once`, rss, rss === null ? null : `${mb(rss)} MB`, rssGoal, rss === null ? null : rss <= TARGET.serveRssBytes, rss === null ? 'not measured' : fewer);
+      add(others, `serve: receiver peak RSS, ${n} senders at once`, rss, rss === null ? null : `${mb(rss)} MB`, rssGoal, rss === null ? null : rss <= TARGET.serveRssBytes, rss === null ? 'not measured' : fewer);
     }
   }
-  return targets;
+  return { targets, others };
 }
 
 function printReport(results) {
   const out = [];
-  const { large, memory, slow, startup } = results.scenarios;
+  const { large, memory, slow, startup, digests } = results.scenarios;
   const m = results.machine;
-  out.push('', `ftx benchmark  ${results.startedAt}  ${results.git}`, `node ${m.node}, ${m.cpus} CPUs (${m.cpuModel}), Linux ${m.kernel}, ${m.memoryGiB} GiB RAM; received files in ${results.outDir}; CPU/RSS meter: ${results.meter}`);
+  out.push(
+    '',
+    `ftx benchmark  ${results.startedAt}  ${results.git}; dist built ${results.distBuiltAt ?? '?'}`,
+    `node ${m.node}, ${m.cpus} CPUs (${m.cpuModel}), Linux ${m.kernel}, ${m.memoryGiB} GiB RAM; received files in ${results.outDir}; CPU/RSS meter: ${results.meter}`,
+    `ftx's default digest: ${results.defaultDigest}; its BLAKE3 engine here: ${results.blake3Engine?.kind ?? '?'}${results.blake3Engine?.reason ? ` (${results.blake3Engine.reason})` : ''}`,
+  );
 
   if (large) {
+    const nc = (mode) => large.groups.find((group) => group.peer === 'nc' && group.mode === mode);
     out.push('', `1. One large file: ${sizeLabel(large.source.bytes)} random, ${large.rounds} rounds, peers alternating (order rotated each round)`);
     out.push(
       table(
-        ['peer', 'mode', 'ok', 'MB/s median [min-max]', 'wall s', 'send CPU s', 'recv CPU s', 'send RSS MB', 'recv RSS MB', 'vs nc (same round)'],
+        ['peer', 'mode', 'ok', 'MB/s median [min-max]', 'x nc [min-max]', 'CPU/GiB send', 'CPU/GiB recv', 'CPU/GiB both', 'both x nc', 'send usr/sys', 'recv usr/sys', 'RSS send MB', 'RSS recv MB'],
         large.groups.map((group) => [
           group.peer,
           group.mode,
           `${group.valid}/${group.runs}`,
           spread(group.mbps),
-          fixed(group.wallSeconds.median, 2),
-          fixed(group.sender.cpuSeconds.median, 2),
-          fixed(group.receiver.cpuSeconds.median, 2),
+          group.peer === 'nc' ? (nc(group.mode)?.valid ? '1.00x' : null) : group.vsNc ? `${ratio(group.vsNc.median)} [${ratio(group.vsNc.min)}-${ratio(group.vsNc.max)}]` : null,
+          fixed(group.sender.cpuPerGiB.median, 2),
+          fixed(group.receiver.cpuPerGiB.median, 2),
+          fixed(group.bothCpuPerGiB.median, 2),
+          group.peer === 'nc' ? (nc(group.mode)?.valid ? '1.00x' : null) : ratio(group.cpuVsNc?.median),
+          usrSys(group.sender),
+          usrSys(group.receiver),
           mb(group.sender.peakRssBytes.max),
           mb(group.receiver.peakRssBytes.max),
-          group.peer === 'nc' ? '1.00x' : group.vsNc ? `${ratio(group.vsNc.median)} [${ratio(group.vsNc.min)}-${ratio(group.vsNc.max)}]` : null,
         ]),
         'll',
       ),
     );
     out.push(
-      '   MB/s = 10^6 bytes per second of wall time, from the sender\'s spawn until both sides exited: process start-up',
-      '   included (see 4). CPU = user+sys seconds (median); RSS = peak resident set (max over rounds).',
-      '   file: output on tmpfs, byte-compared with cmp. sink: output to /dev/null, nothing to compare (exit codes only).',
-      '   ftx has no sink mode: it writes a temporary file beside the target and renames it, which /dev/null cannot be.',
+      "   MB/s = 10^6 bytes per second of wall time, from the sender's spawn until both sides exited (process start-up included).",
+      '   x nc = median of the same-round ratios to nc in the same mode (not the ratio of the medians).',
+      '   CPU/GiB = user+sys seconds of the whole process (GNU time: start-up and exit included) per GiB moved, median over rounds;',
+      "   both = the two sides of one run added, median over rounds; both x nc = median of same-round ratios of that sum to nc's.",
+      '   usr/sys = the median user and system parts of CPU/GiB. RSS = peak resident set, max over rounds.',
+      '   file: output on tmpfs, byte-compared with cmp (a run that differs is INVALID); sink: output to /dev/null, exit codes only.',
+      '   ftx has no sink mode: it stages into a temporary file beside the target and renames it, which /dev/null cannot be.',
     );
-    const ftx = large.groups.find((group) => group.peer === 'ftx');
-    if (ftx?.valid) {
-      out.push(`   ftx's own report (accept to receipt, no start-up): ${spread(ftx.selfReportedMbps)} MB/s; ftx / node pipe file: ${ratio(ftx.vsNode?.median) ?? '-'}; ftx / classic: ${ratio(ftx.vsClassic?.median) ?? '-'}`);
+    const ftxGroups = large.groups.filter((group) => group.peer.startsWith('ftx') && group.valid);
+    if (ftxGroups.length) {
+      out.push(
+        table(
+          ['ftx', 'digest', 'engine', 'own rate MB/s (accept to receipt)', 'x classic', 'x node pipe'],
+          ftxGroups.map((group) => [group.peer, group.digest, group.digestEngines?.join('/') || '-', spread(group.selfReportedMbps), ratio(group.vsClassic?.median), ratio(group.vsNode?.median)]),
+          'll',
+        )
+          .split('\n')
+          .map((line) => `   ${line}`)
+          .join('\n'),
+      );
+      out.push(`   ftx's digests checked against the bench's own (blake3: ${large.source.digestTools?.blake3 ?? '?'}; sha256: ${large.source.digestTools?.sha256 ?? '?'}; xxh128: ${large.source.digestTools?.xxh128 ?? '?'}).`);
     }
     for (const skipped of large.skipped) out.push(`   skipped ${skipped.peer}: ${skipped.reason}`);
-    for (const group of large.groups) for (const error of group.errors) out.push(`   INVALID ${group.peer} ${group.mode} ${error}`);
+    for (const group of large.groups) for (const error of group.errors) out.push(`   INVALID ${group.peer} ${group.mode} ${oneLine(error)}`);
   }
 
   if (memory) {
-    out.push('', '2. Memory stays flat: ftx file to file, peak RSS per side');
+    out.push('', `2. Memory stays flat: ftx (${results.defaultDigest}) file to file, peak RSS per side`);
     out.push(
       table(
-        ['file', 'ok', 'MB/s', 'send RSS MB', 'recv RSS MB', 'note'],
+        ['file', 'ok', 'MB/s', 'CPU/GiB send', 'CPU/GiB recv', 'send RSS MB', 'recv RSS MB', 'note'],
         memory.sizes.map((entry) =>
           entry.skipped
-            ? [entry.label, '-', null, null, null, `skipped: ${entry.skipped}`]
-            : [entry.label, `${entry.valid}/${entry.runs.length}`, fixed(entry.mbps.median, 0), mb(entry.senderPeakRssBytes), mb(entry.receiverPeakRssBytes), entry.errors.join('; ') || ''],
+            ? [entry.label, '-', null, null, null, null, null, `skipped: ${entry.skipped}`]
+            : [
+                entry.label,
+                `${entry.valid}/${entry.runs.length}`,
+                fixed(entry.mbps.median, 0),
+                fixed(median(entry.runs.filter((run) => run.valid).map((run) => run.sender.cpuPerGiB)), 2),
+                fixed(median(entry.runs.filter((run) => run.valid).map((run) => run.receiver.cpuPerGiB)), 2),
+                mb(entry.senderPeakRssBytes),
+                mb(entry.receiverPeakRssBytes),
+                oneLine(entry.errors.join('; '), 120),
+              ],
         ),
       ),
     );
@@ -581,7 +708,7 @@ function printReport(results) {
       out.push(
         '',
         `   slow receiver (${sizeLabel(slow.bytes)} through a ${slow.rateMbps} MB/s proxy): ` +
-          (run.valid ? `${run.mbps.toFixed(1)} MB/s, send RSS ${mb(run.sender.peakRssBytes)} MB, recv RSS ${mb(run.receiver.peakRssBytes)} MB` : `INVALID: ${run.error}`),
+          (run.valid ? `${run.mbps.toFixed(1)} MB/s, send RSS ${mb(run.sender.peakRssBytes)} MB, recv RSS ${mb(run.receiver.peakRssBytes)} MB` : `INVALID: ${oneLine(run.error)}`),
       );
     }
   }
@@ -592,7 +719,7 @@ function printReport(results) {
     out.push(
       '',
       `3. Many senders: ${serve.senders} x ${sizeLabel(serve.fileSize)} = ${sizeLabel(serve.totalBytes)} (a distinct random file each) into one ftx recv --serve on tmpfs;`,
-      `   all at once vs the same files one after another, a fresh receiver per batch, ${serve.rounds} rounds (order alternated)`,
+      `   all at once vs the same files one after another, a fresh receiver per batch, ${serve.rounds} rounds (order alternated); digest ${serve.digest}`,
     );
     out.push(
       table(
@@ -624,11 +751,11 @@ function printReport(results) {
       '   (its log: transfer-start to transfer-done), so waiting for senders to start is left out in both batches.',
       '   in flight = most transfers open at once (receiver log; min-max over rounds); connects = first..last transfer-start, seconds after the first spawn.',
       '   senders CPU = user+sys of all senders together; RSS = peak resident set, max over rounds (recv: the serving process).',
-      '   Every stored file is hashed by the bench and compared with its source; the receiver is stopped with SIGTERM and must exit 0.',
+      "   Every stored file is byte-compared with its source (cmp) and both ends' digests checked against the bench's own; the receiver is stopped with SIGTERM and must exit 0.",
     );
     const refusals = serve.modes.reduce((total, entry) => total + entry.busyRefusals, 0);
     if (refusals) out.push(`   busy refusals: ${refusals}`);
-    for (const entry of serve.modes) for (const error of entry.errors) out.push(`   INVALID ${entry.mode} ${error}`);
+    for (const entry of serve.modes) for (const error of entry.errors) out.push(`   INVALID ${entry.mode} ${oneLine(error)}`);
   }
 
   if (startup) {
@@ -645,8 +772,30 @@ function printReport(results) {
         ]),
       ),
     );
+    out.push('   vs node -e 0 = median of the same-round ratios.');
     if (startup.refusedSummary) out.push(`   ftx send to a closed port said: ${JSON.stringify(startup.refusedSummary).slice(0, 200)}`);
     for (const problem of startup.problems) out.push(`   unexpected: ${problem}`);
+  }
+
+  if (digests) {
+    const mib = digests.chunkBytes / 1024 / 1024;
+    out.push('', `5. Digests on one core, in memory: ${sizeLabel(digests.bytes)} in ${mib} MiB updates per run, ${digests.rounds} rounds (median [min-max]), GB/s = 10^9 bytes/s`);
+    out.push(
+      table(
+        ['digest', 'implementation', 'GB/s hot', 'GB/s cold', 'CPU s/GiB hot', 'CPU s/GiB cold', 'CPU/wall'],
+        digests.rows.map((row) =>
+          row.skipped
+            ? [row.id, row.implementation, null, null, null, null, `skipped: ${row.skipped}`]
+            : [row.id, row.implementation, spread(row.hot.gbps, (value) => fixed(value, 2)), spread(row.cold.gbps, (value) => fixed(value, 2)), fixed(row.hot.cpuPerGiB.median, 3), fixed(row.cold.cpuPerGiB.median, 3), fixed(row.hot.cpuOverWall.median, 2)],
+        ),
+        'll',
+      ),
+    );
+    out.push(
+      `   hot = ${digests.workingSets.hot} hashed over and over (in cache, like a chunk hashed as it arrives); cold = ${digests.workingSets.cold} in turn (beyond the caches).`,
+      '   CPU/wall near 1.00: one core. Native and wasm BLAKE3 are the code ftx runs (native unless the binary cannot load).' +
+        (digests.blake3Agree === null ? '' : ` Native and wasm BLAKE3 digests ${digests.blake3Agree ? 'agree' : 'DIFFER'}.`),
+    );
   }
 
   if (results.profile) {
@@ -670,10 +819,22 @@ function printReport(results) {
     }
   }
 
-  out.push('', 'Targets (issue #5)');
-  out.push(table(['target', 'measured', 'goal', 'status', 'note'], results.targets.map((target) => [target.name, target.display, target.goal, target.status, target.note ?? '']), 'lrlll'));
+  const { targets, others } = results.targets;
+  out.push('', 'Targets (issue #12; same-round medians)');
+  out.push(table(['target', 'measured', 'goal', 'status', 'note'], targets.map((target) => [target.name, target.display, target.goal, target.status, oneLine(target.note, 120)]), 'lrlll'));
+  if (others.length) {
+    out.push('', 'Other checks (earlier issues)');
+    out.push(table(['check', 'measured', 'goal', 'status', 'note'], others.map((target) => [target.name, target.display, target.goal, target.status, oneLine(target.note, 120)]), 'lrlll'));
+  }
   out.push('');
-  process.stdout.write(out.join('\n') + '\n');
+  return out.join('\n') + '\n';
+}
+
+/** "0.33/0.60": the median user and system seconds per GiB of one side. */
+function usrSys(side) {
+  const user = fixed(side.userPerGiB.median, 2);
+  const sys = fixed(side.sysPerGiB.median, 2);
+  return user === null || sys === null ? null : `${user}/${sys}`;
 }
 
 // ---------------------------------------------------------------- main
@@ -701,9 +862,11 @@ async function main() {
   mkdirSync(dataDir, { recursive: true });
   mkdirSync(resultsDir, { recursive: true });
   mkdirSync(outDir, { recursive: true });
+  let ftxRoot;
   const cleanup = () => {
     killAll();
     if (!options.outDir) rmSync(outDir, { recursive: true, force: true });
+    if (ftxRoot) rmSync(ftxRoot, { recursive: true, force: true });
   };
   for (const signal of ['SIGINT', 'SIGTERM']) {
     process.once(signal, () => {
@@ -717,18 +880,40 @@ async function main() {
   if (time.skip) log(`GNU time unavailable (${time.skip}); sampling /proc instead (CPU seconds may miss the last 20 ms)`);
   const needsPeers = options.scenarios.has('large');
   const nc = needsPeers ? await ensureTool('nc', 'netcat-openbsd', log, isOpenbsdNetcat) : { skip: 'not needed' };
+  const socat = needsPeers ? await ensureTool('socat', 'socat', log) : { skip: 'not needed' };
   const python = needsPeers ? await ensureTool('python3', 'python3', log) : { skip: 'not needed' };
+  // The ftx under test: a copy of bin/ and dist/, so a rebuild while the bench runs (npm run build
+  // removes dist/ first) neither breaks runs nor mixes two builds in one report.
+  let snapshot;
+  try {
+    snapshot = await snapshotFtx(join(dataDir, `ftx-under-test-${process.pid}`));
+  } catch (error) {
+    log(error.message);
+    cleanup();
+    return 1;
+  }
+  ftxRoot = snapshot.root;
+  // ftx's own registry: which digest it uses when none is asked for, and which BLAKE3 code loads here.
+  const registry = await import(pathToFileURL(join(ftxRoot, 'dist', 'index.js')).href);
+  const defaultDigest = registry.DEFAULT_DIGEST;
   const context = {
     options,
     dataDir,
     outDir,
     timeBinary: time.path,
-    peers: definePeers({ root: ROOT, nc, python, timeBinary: time.path }),
+    defaultDigest,
+    ftxRoot,
+    ftxBin: join(ftxRoot, 'bin', 'ftx.js'),
+    peers: definePeers({ root: ROOT, ftxBin: join(ftxRoot, 'bin', 'ftx.js'), nc, socat, python, timeBinary: time.path, defaultDigest }),
   };
 
   const results = {
     startedAt: new Date().toISOString(),
     git: gitDescription(),
+    distBuiltAt: snapshot.builtAt,
+    ftxUnderTest: `a copy of bin/ and dist/ taken at the start, in ${relative(ROOT, ftxRoot)} (removed at the end)`,
+    defaultDigest,
+    blake3Engine: registry.blake3Engine(),
     machine: {
       hostname: hostname(),
       node: process.version,
@@ -749,16 +934,20 @@ async function main() {
     if (options.scenarios.has('slow')) results.scenarios.slow = await runSlow(context);
     if (options.scenarios.has('startup')) results.scenarios.startup = await runStartup(context);
     if (options.scenarios.has('serve')) results.scenarios.serve = await runServe(context);
+    if (options.scenarios.has('digests')) results.scenarios.digests = await runDigests(context);
     if (options.profile) results.profile = await runProfile(context);
   } finally {
     cleanup();
   }
   results.finishedAt = new Date().toISOString();
   results.targets = evaluateTargets(results);
-  printReport(results);
+  const report = printReport(results);
+  results.report = report;
+  process.stdout.write(report);
   const resultPath = join(resultsDir, `${timestamp()}.json`);
   writeFileSync(resultPath, `${JSON.stringify(results, null, 2)}\n`);
-  log(`results saved to ${resultPath}`);
+  writeFileSync(join(resultsDir, 'last-report.txt'), `${report.trimStart()}\nfull results: ${relative(ROOT, resultPath)}\n`);
+  log(`results saved to ${resultPath} (report also in bench/results/last-report.txt)`);
   return 0;
 }
 

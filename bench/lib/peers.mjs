@@ -19,49 +19,53 @@ const READY_TIMEOUT_MS = 15_000;
  */
 const FTX_RECV_FLAGS = ['--port', '0', '--json', '--force', '--log-format', 'json', '--log-level', 'info'];
 
-export function definePeers({ root, nc, python, timeBinary }) {
-  const ftxBin = join(root, 'bin', 'ftx.js');
+export function definePeers({ root, ftxBin, nc, socat, python, timeBinary, defaultDigest }) {
   const nodePipe = join(root, 'bench', 'node-pipe.mjs');
   const measured = (command, args, options = {}) => startMeasured(command, args, { timeBinary, cwd: root, ...options });
 
-  /** ftx with one digest algorithm: sha256 (the default) or xxh128 (--hash xxh128). */
-  const ftxPeer = (id, label, hash) => ({
-    id,
-    label,
-    // ftx stages into a temporary file beside the target and renames it: /dev/null
-    // cannot be a target, so there is no sink mode to measure.
-    modes: ['file'],
-    async startReceiver(out) {
-      const proc = measured(process.execPath, [ftxBin, 'recv', out, ...FTX_RECV_FLAGS]);
-      const match = await waitForLine(proc, /"event":"listening".*?"port":(\d+)/, READY_TIMEOUT_MS, 'ftx recv');
-      return { proc, port: Number(match[1]) };
-    },
-    startSender(src, port) {
-      return measured(process.execPath, [ftxBin, 'send', src, `127.0.0.1:${port}`, '--json', '--quiet', '--hash', hash]);
-    },
-    check(source, sender, receiver) {
-      const failure = exitCodesOnly(source, sender, receiver);
-      if (failure) return failure;
-      const sent = lastJson(sender.stdout);
-      const received = lastJson(receiver.stdout);
-      if (!sent?.ok) return `ftx send summary not ok: ${sender.stdout.trim().slice(-300) || sender.stderr.trim().slice(-300)}`;
-      if (!received?.ok) return `ftx recv summary not ok: ${receiver.stdout.trim().slice(-300) || receiver.stderr.trim().slice(-300)}`;
-      if (sent.hash !== hash || received.hash !== hash) return `ftx used ${sent.hash}/${received.hash}, not ${hash}`;
-      if (hash === 'sha256' && (sent.sha256 !== source.sha256 || received.sha256 !== source.sha256)) return "ftx reported a sha256 other than the source file's";
-      if (sent.digest !== received.digest) return 'sender and receiver reported different digests';
-      if (received.bytes !== source.size) return `ftx recv reported ${received.bytes} bytes, expected ${source.size}`;
-      return undefined;
-    },
-    /** ftx's own view: transfer time from accept to receipt, without process start-up. */
-    selfReport(sender, receiver) {
-      const received = lastJson(receiver.stdout);
-      const sent = lastJson(sender.stdout);
-      return { recvSeconds: received?.seconds ?? null, recvMbps: perSecondToMB(received?.bytesPerSecond), sendSeconds: sent?.seconds ?? null, sendMbps: perSecondToMB(sent?.bytesPerSecond) };
-    },
-  });
+  /**
+   * ftx with one digest: `hash` undefined runs it without --hash (its default, which must be
+   * `defaultDigest`); otherwise with --hash HASH.
+   */
+  const ftxPeer = (id, label, hash) => {
+    const expected = hash ?? defaultDigest;
+    return {
+      id,
+      label,
+      ftx: true,
+      digest: expected,
+      // ftx stages into a temporary file beside the target and renames it: /dev/null
+      // cannot be a target, so there is no sink mode to measure.
+      modes: ['file'],
+      async startReceiver(out) {
+        const proc = measured(process.execPath, [ftxBin, 'recv', out, ...FTX_RECV_FLAGS]);
+        const match = await waitForLine(proc, /"event":"listening".*?"port":(\d+)/, READY_TIMEOUT_MS, 'ftx recv');
+        return { proc, port: Number(match[1]) };
+      },
+      startSender(src, port) {
+        return measured(process.execPath, [ftxBin, 'send', src, `127.0.0.1:${port}`, '--json', '--quiet', ...(hash ? ['--hash', hash] : [])]);
+      },
+      check: (source, sender, receiver) => checkFtx(source, sender, receiver, expected),
+      /** ftx's own view: transfer time from accept to receipt, without process start-up; and which code hashed. */
+      selfReport(sender, receiver) {
+        const received = lastJson(receiver.stdout);
+        const sent = lastJson(sender.stdout);
+        return {
+          recvSeconds: received?.seconds ?? null,
+          recvMbps: perSecondToMB(received?.bytesPerSecond),
+          sendSeconds: sent?.seconds ?? null,
+          sendMbps: perSecondToMB(sent?.bytesPerSecond),
+          hash: sent?.hash ?? null,
+          sendDigestEngine: sent?.digestEngine ?? null,
+          recvDigestEngine: received?.digestEngine ?? null,
+        };
+      },
+    };
+  };
 
   return [
-    ftxPeer('ftx', 'ftx (sha256 verified)', 'sha256'),
+    ftxPeer('ftx', `ftx (default digest: ${defaultDigest})`, undefined),
+    ftxPeer('ftx-sha256', 'ftx --hash sha256', 'sha256'),
     ftxPeer('ftx-xxh128', 'ftx --hash xxh128', 'xxh128'),
     {
       id: 'nc',
@@ -78,6 +82,24 @@ export function definePeers({ root, nc, python, timeBinary }) {
       },
       startSender(src, port) {
         return measured(nc.path, ['-N', '127.0.0.1', String(port)], { stdin: src });
+      },
+      check: exitCodesOnly,
+    },
+    {
+      // The large-buffer ceiling: plain TCP with 1 MiB reads and writes (nc moves 16 KiB at a time).
+      id: 'socat',
+      label: 'socat -b 1048576 (plain TCP, 1 MiB buffer)',
+      modes: ['file', 'sink'],
+      skip: socat.skip,
+      async startReceiver(out) {
+        const port = await freePort();
+        // CREATE: creat(2), so O_TRUNC; on /dev/null (sink) that is harmless.
+        const proc = measured(socat.path, ['-b', '1048576', '-u', `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr`, `CREATE:${out}`]);
+        await waitForListener(port, proc, 'socat TCP-LISTEN');
+        return { proc, port };
+      },
+      startSender(src, port) {
+        return measured(socat.path, ['-b', '1048576', '-u', `OPEN:${src},rdonly`, `TCP:127.0.0.1:${port}`]);
       },
       check: exitCodesOnly,
     },
@@ -122,6 +144,27 @@ export function definePeers({ root, nc, python, timeBinary }) {
 function exitCodesOnly(_source, sender, receiver) {
   if (sender.code !== 0) return `sender exited with ${sender.code ?? sender.signal}: ${sender.stderr.trim().slice(-300)}`;
   if (receiver.code !== 0) return `receiver exited with ${receiver.code ?? receiver.signal}: ${receiver.stderr.trim().slice(-300)}`;
+  return undefined;
+}
+
+/**
+ * What ftx's two --json summaries must say for a run to count: ok on both sides, the digest
+ * asked for, both digests equal to the source's as the bench computed it (b3sum for blake3,
+ * node:crypto for sha256, hash-wasm for xxh128), the byte count; `sha256` too when that is the digest.
+ */
+function checkFtx(source, sender, receiver, expected) {
+  const failure = exitCodesOnly(source, sender, receiver);
+  if (failure) return failure;
+  const sent = lastJson(sender.stdout);
+  const received = lastJson(receiver.stdout);
+  if (!sent?.ok) return `ftx send summary not ok: ${sender.stdout.trim().slice(-300) || sender.stderr.trim().slice(-300)}`;
+  if (!received?.ok) return `ftx recv summary not ok: ${receiver.stdout.trim().slice(-300) || receiver.stderr.trim().slice(-300)}`;
+  if (sent.hash !== expected || received.hash !== expected) return `ftx used ${sent.hash}/${received.hash}, not ${expected}`;
+  const want = source.digests?.[expected];
+  if (!want) return `the bench has no ${expected} digest of the source`;
+  if (sent.digest !== want || received.digest !== want) return `ftx reported ${expected} ${sent.digest} (send) / ${received.digest} (recv); the source's is ${want}`;
+  if (expected === 'sha256' && (sent.sha256 !== source.sha256 || received.sha256 !== source.sha256)) return "ftx's sha256 field differs from the source's sha256";
+  if (received.bytes !== source.size) return `ftx recv reported ${received.bytes} bytes, expected ${source.size}`;
   return undefined;
 }
 

@@ -23,3 +23,9 @@ export function spread(summary, format = (value) => fixed(value, 0)) {
   if (!summary || summary.median === null) return null;
   return `${format(summary.median)} [${format(summary.min)}-${format(summary.max)}]`;
 }
+
+/** Error text for a report line or a table cell: whitespace (newlines too) collapsed, cut at `max` characters. */
+export function oneLine(text, max = 300) {
+  const flat = String(text ?? '').replace(/\s+/g, ' ').trim();
+  return flat.length > max ? `${flat.slice(0, max - 3)}...` : flat;
+}

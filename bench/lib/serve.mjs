@@ -2,9 +2,9 @@
  * One batch of the many-senders scenario: a fresh `ftx recv --serve` into an empty folder,
  * N `ftx send` processes (all at once, or one after another), SIGTERM to the receiver once
  * every sender has exited, then checks: every sender exited 0 and reported its source's
- * digest, the receiver logged one transfer-done per file with the right bytes and digest,
- * stopped cleanly, and every stored file hashes to its source (the bench hashes the file
- * on disk itself, after the clock has stopped).
+ * digest (ftx's default, as the bench computed it: b3sum for BLAKE3), the receiver logged one
+ * transfer-done per file with the right bytes, algorithm and digest, stopped cleanly, and every
+ * stored file is byte-identical to its source (`cmp`, after the clock has stopped).
  *
  * The clock starts just before the first sender is spawned (the receiver already listens,
  * as a serving box would) and stops when the last sender exits, so process start-up of
@@ -16,8 +16,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import { lastJson } from './peers.mjs';
-import { startMeasured, waitForLine } from './proc.mjs';
-import { sha256File } from './setup.mjs';
+import { runQuiet, startMeasured, waitForLine } from './proc.mjs';
 import { MB, median } from './stats.mjs';
 
 const READY_TIMEOUT_MS = 15_000;
@@ -27,10 +26,11 @@ const STOP_TIMEOUT_MS = 15_000;
 
 /**
  * @param mode     'concurrent' (all senders spawned at once) or 'sequential' (each after the last exited)
- * @param files    [{ path, name, size, sha256 }] from ensureServeFiles()
- * @param options  { ftxBin, cwd, timeBinary, folder (emptied first, removed after), timeoutMs }
+ * @param files    [{ path, name, size, sha256, digests }] from ensureServeFiles()
+ * @param options  { ftxBin, cwd, timeBinary, folder (emptied first, removed after), timeoutMs,
+ *                   digest: the algorithm ftx uses by default (senders run without --hash) }
  */
-export async function runServeBatch(mode, files, { ftxBin, cwd, timeBinary, folder, timeoutMs }) {
+export async function runServeBatch(mode, files, { ftxBin, cwd, timeBinary, folder, timeoutMs, digest }) {
   const totalBytes = files.reduce((sum, file) => sum + file.size, 0);
   const record = { mode, senders: files.length, bytes: totalBytes, valid: false, error: null, problems: [] };
   rmSync(folder, { recursive: true, force: true });
@@ -40,8 +40,12 @@ export async function runServeBatch(mode, files, { ftxBin, cwd, timeBinary, fold
   try {
     const receiver = startMeasured(
       process.execPath,
-      // --max-conns = N: the limit is not what this scenario measures; a busy refusal here is a finding.
-      [ftxBin, 'recv', '--serve', folder, '--port', '0', '--bind', '127.0.0.1', '--log-level', 'info', '--log-format', 'json', '--on-conflict', 'rename', '--max-conns', String(files.length)],
+      // --max-conns = N, and the per-address limits too (every sender is 127.0.0.1): the limits are
+      // not what this scenario measures; a busy refusal here is a finding.
+      [
+        ftxBin, 'recv', '--serve', folder, '--port', '0', '--bind', '127.0.0.1', '--log-level', 'info', '--log-format', 'json', '--on-conflict', 'rename',
+        '--max-conns', String(files.length), '--per-host-transfers', String(files.length), '--per-host-conns', String(files.length),
+      ],
       { cwd, timeBinary },
     );
     started.push(receiver);
@@ -101,8 +105,8 @@ export async function runServeBatch(mode, files, { ftxBin, cwd, timeBinary, fold
       medianWallSeconds: median(sent.map((result) => result.wallSeconds)),
     };
     Object.assign(record, receiverView(events, t0, totalBytes));
-    record.problems = checkBatch(files, sent, received, events);
-    record.stored = await verifyStored(files, folder, events, record.problems);
+    record.problems = checkBatch(files, sent, received, events, digest);
+    record.stored = await verifyStored(files, folder, events, record.problems, digest);
     if (record.problems.length) throw new Error(record.problems.slice(0, 3).join('; ') + (record.problems.length > 3 ? `; and ${record.problems.length - 3} more` : ''));
     record.valid = true;
   } catch (error) {
@@ -157,7 +161,7 @@ function receiverView(events, t0, totalBytes) {
 }
 
 /** Exit codes, summaries and log lines; returns a list of problems (empty when all is well). */
-function checkBatch(files, sent, received, events) {
+function checkBatch(files, sent, received, events, digest) {
   const problems = [];
   files.forEach((file, index) => {
     const result = sent[index];
@@ -167,7 +171,8 @@ function checkBatch(files, sent, received, events) {
       return;
     }
     const summary = lastJson(result.stdout);
-    if (summary?.sha256 !== file.sha256) problems.push(`sender ${file.name} reported sha256 ${summary?.sha256 ?? 'none'}, the source's is ${file.sha256}`);
+    if (summary?.hash !== digest) problems.push(`sender ${file.name} used ${summary?.hash ?? 'no digest'}, not ${digest}`);
+    else if (summary.digest !== file.digests[digest]) problems.push(`sender ${file.name} reported ${digest} ${summary.digest ?? 'none'}, the source's is ${file.digests[digest]}`);
   });
   if (received.code !== 0) problems.push(`receiver exited ${received.code ?? received.signal} after SIGTERM: ${received.stderr.trim().slice(-300)}`);
   for (const failed of events.filter((entry) => entry.event === 'transfer-failed')) problems.push(`receiver: transfer #${failed.id} failed: ${failed.code} ${failed.reason ?? ''} ${failed.msg ?? ''}`.trim());
@@ -179,11 +184,12 @@ function checkBatch(files, sent, received, events) {
 }
 
 /**
- * Every stored file hashed by the bench and compared with its source's digest, matched by
- * the name its sender gave; the receiver's own transfer-done line must agree too. Anything
- * else in the folder (a renamed copy, a leftover temp file) is a problem.
+ * Every stored file byte-compared with its source (`cmp`), matched by the name its sender
+ * gave; the receiver's own transfer-done line must name the algorithm and give the source's
+ * digest as the bench computed it. Anything else in the folder (a renamed copy, a leftover
+ * temp file) is a problem.
  */
-async function verifyStored(files, folder, events, problems) {
+async function verifyStored(files, folder, events, problems, digest) {
   const dones = new Map(events.filter((entry) => entry.event === 'transfer-done').map((entry) => [entry.name, entry]));
   let verified = 0;
   for (const file of files) {
@@ -192,21 +198,17 @@ async function verifyStored(files, folder, events, problems) {
       problems.push(`no transfer-done for ${file.name}`);
       continue;
     }
-    if (done.bytes !== file.size || done.sha256 !== file.sha256) problems.push(`receiver logged ${file.name} as ${done.bytes} bytes, sha256 ${done.sha256}; the source is ${file.size} bytes, ${file.sha256}`);
-    let digest;
-    try {
-      digest = await sha256File(join(folder, file.name));
-    } catch (error) {
-      problems.push(`stored ${file.name} unreadable: ${error.message}`);
-      continue;
+    if (done.bytes !== file.size || done.hash !== digest || done.digest !== file.digests[digest]) {
+      problems.push(`receiver logged ${file.name} as ${done.bytes} bytes, ${done.hash} ${done.digest}; the source is ${file.size} bytes, ${digest} ${file.digests[digest]}`);
     }
-    if (digest !== file.sha256) problems.push(`stored ${file.name} has sha256 ${digest}, its source ${file.sha256}`);
+    const compared = await runQuiet('cmp', [file.path, join(folder, file.name)]);
+    if (compared.code !== 0) problems.push(`stored ${file.name} differs from its source: ${(compared.stdout + compared.stderr).trim()}`);
     else verified += 1;
   }
   const expected = new Set(files.map((file) => file.name));
   const extra = readdirSync(folder).filter((name) => !expected.has(name));
   if (extra.length) problems.push(`unexpected entries in the serve folder: ${extra.slice(0, 5).join(', ')}${extra.length > 5 ? ', ...' : ''}`);
-  return { verified, of: files.length, method: 'sha256 of each stored file, by the bench, against its source' };
+  return { verified, of: files.length, method: `cmp of each stored file against its source; ${digest} reported by both ends checked against the bench's own` };
 }
 
 function sum(values) {

@@ -4,7 +4,7 @@
  * free space to hold them.
  */
 import { createHash, randomFillSync } from 'node:crypto';
-import { accessSync, closeSync, constants, createReadStream, existsSync, mkdirSync, openSync, readFileSync, renameSync, statSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants, createReadStream, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, statfsSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { runQuiet } from './proc.mjs';
@@ -27,7 +27,7 @@ export function sizeLabel(bytes) {
   return `${bytes}B`;
 }
 
-function findOnPath(name) {
+export function findOnPath(name) {
   for (const folder of (process.env.PATH ?? '').split(':')) {
     if (!folder) continue;
     try {
@@ -99,7 +99,7 @@ export function availableMemoryBytes() {
  * bench/data/random-<size>.bin, generated once from crypto random bytes (incompressible,
  * nothing for a fast path to shortcut). Written under a temporary name and renamed, so an
  * interrupted run never leaves a short file that a later run would trust.
- * Returns { path, size, sha256 }; the digest is cached beside the file.
+ * Returns { path, size, sha256, digests, digestTools } (see ensureDigests).
  */
 export async function ensureDataFile(dataDir, size, log) {
   return ensureRandomFile(join(dataDir, `random-${sizeLabel(size)}.bin`), size, log);
@@ -109,7 +109,7 @@ export async function ensureDataFile(dataDir, size, log) {
  * The many-senders scenario's inputs: `count` distinct random files of `size` bytes each,
  * bench/data/serve-<size>/part-NNN.bin (the same folder serves any count; missing parts are
  * added). Distinct contents, so a file stored under another sender's name fails its digest.
- * Returns [{ path, name, size, sha256 }].
+ * Returns [{ path, name, size, sha256, digests, digestTools }].
  */
 export async function ensureServeFiles(dataDir, count, size, log) {
   mkdirSync(join(dataDir, `serve-${sizeLabel(size)}`), { recursive: true });
@@ -148,18 +148,63 @@ async function ensureRandomFile(path, size, log) {
     }
     renameSync(partial, path);
   }
-  const stats = statSync(path);
-  const digestPath = `${path}.sha256`;
-  const stamp = `${stats.size} ${stats.mtimeMs}`;
-  if (existsSync(digestPath)) {
-    const [cachedStamp, digest] = readFileSync(digestPath, 'utf8').trim().split('\n');
-    if (cachedStamp === stamp && digest) return { path, size, sha256: digest };
-  }
-  // Hashing also pulls the file into the page cache, so the first round is not the odd one out.
-  const digest = await sha256File(path);
-  writeFileSync(digestPath, `${stamp}\n${digest}\n`);
-  return { path, size, sha256: digest };
+  return { path, size, ...(await ensureDigests(path, log)) };
 }
+
+/**
+ * The file's digests in every algorithm ftx speaks, computed by the bench, not by ftx, and
+ * cached beside the file (`<file>.digests.json`, keyed by size and mtime):
+ * - sha256: node:crypto;
+ * - blake3: `b3sum` (the reference Rust implementation) when it is on PATH, else hash-wasm;
+ *   ftx's native BLAKE3 is @napi-rs/blake-hash, so either way it is another implementation;
+ * - xxh128: hash-wasm (the library ftx uses for it; `cmp` is the independent check).
+ * Returns { sha256, digests: { sha256, blake3, xxh128 }, digestTools }.
+ */
+export async function ensureDigests(path, log) {
+  const stats = statSync(path);
+  const stamp = `${stats.size} ${stats.mtimeMs}`;
+  const cachePath = `${path}.digests.json`;
+  try {
+    const cached = JSON.parse(readFileSync(cachePath, 'utf8'));
+    if (cached.stamp === stamp && DIGEST_NAMES.every((name) => typeof cached.digests?.[name] === 'string')) {
+      return { sha256: cached.digests.sha256, digests: cached.digests, digestTools: cached.tools };
+    }
+  } catch {
+    // No cache yet, or unreadable: compute.
+  }
+  if (stats.size >= 256 * MIB) log?.(`hashing ${path} (sha256, blake3, xxh128; once)...`);
+  const b3sum = findOnPath('b3sum');
+  const { createXXHash128, createBLAKE3 } = await import('hash-wasm');
+  const sha256 = createHash('sha256');
+  const xxh128 = await createXXHash128();
+  xxh128.init();
+  const wasmBlake3 = b3sum ? undefined : await createBLAKE3();
+  wasmBlake3?.init();
+  // b3sum reads the file in its own process while this one reads it for the other two.
+  const b3 = b3sum ? runQuiet(b3sum, ['--no-names', path]) : undefined;
+  // One read pass; it also pulls the file into the page cache.
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 * MIB })) {
+    sha256.update(chunk);
+    xxh128.update(chunk);
+    wasmBlake3?.update(chunk);
+  }
+  let blake3;
+  if (b3) {
+    const result = await b3;
+    blake3 = result.stdout.trim();
+    if (result.code !== 0 || !/^[0-9a-f]{64}$/.test(blake3)) throw new Error(`b3sum ${path} failed: ${(result.stderr || result.stdout).trim()}`);
+  } else {
+    blake3 = wasmBlake3.digest('hex');
+  }
+  const digests = { sha256: sha256.digest('hex'), blake3, xxh128: xxh128.digest('hex') };
+  const tools = { sha256: 'node:crypto', blake3: b3sum ? `b3sum (${b3sum})` : 'hash-wasm', xxh128: 'hash-wasm' };
+  writeFileSync(cachePath, `${JSON.stringify({ stamp, digests, tools })}\n`);
+  rmSync(`${path}.sha256`, { force: true }); // The cache of earlier bench versions.
+  return { sha256: digests.sha256, digests, digestTools: tools };
+}
+
+/** The digest names ftx speaks (the bench computes each independently, see ensureDigests). */
+export const DIGEST_NAMES = ['blake3', 'sha256', 'xxh128'];
 
 export async function sha256File(path) {
   const hash = createHash('sha256');

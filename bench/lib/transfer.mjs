@@ -15,7 +15,7 @@ export const SINK_PATH = '/dev/null';
 /**
  * @param peer      from definePeers()
  * @param mode      'file' (target `out`) or 'sink' (/dev/null)
- * @param source    { path, size, sha256 }
+ * @param source    { path, size, sha256, digests } (digests: the bench's own, per algorithm)
  * @param options   { out, timeoutMs, via?: (port) => Promise<{ port, proc }> } `via` puts
  *                  something (the throttling proxy) between sender and receiver.
  */
@@ -43,8 +43,9 @@ export async function runTransfer(peer, mode, source, { out, timeoutMs, via }) {
     const t0 = sender.startedAt;
     record.wallSeconds = (Math.max(sent.endedAt, received.endedAt) - t0) / 1000;
     record.mbps = source.size / MB / record.wallSeconds;
-    record.sender = sideOf(sent, t0);
-    record.receiver = sideOf(received, t0);
+    record.sender = sideOf(sent, t0, source.size);
+    record.receiver = sideOf(received, t0, source.size);
+    record.bothCpuPerGiB = record.sender.cpuPerGiB === null || record.receiver.cpuPerGiB === null ? null : record.sender.cpuPerGiB + record.receiver.cpuPerGiB;
     if (peer.selfReport) record.selfReport = peer.selfReport(sent, received);
 
     const failure = peer.check(source, sent, received);
@@ -68,7 +69,11 @@ export async function runTransfer(peer, mode, source, { out, timeoutMs, via }) {
   return record;
 }
 
-function sideOf(result, t0) {
+const GIB = 1024 ** 3;
+
+function sideOf(result, t0, bytes) {
+  /** CPU seconds (user+sys, whole process: start-up and exit included) per GiB moved. */
+  const perGiB = (seconds) => (typeof seconds === 'number' ? seconds / (bytes / GIB) : null);
   return {
     exitCode: result.code,
     /** From the sender's spawn to this side's exit. */
@@ -76,6 +81,9 @@ function sideOf(result, t0) {
     userSeconds: result.userSeconds,
     sysSeconds: result.sysSeconds,
     cpuSeconds: result.cpuSeconds,
+    cpuPerGiB: perGiB(result.cpuSeconds),
+    userPerGiB: perGiB(result.userSeconds),
+    sysPerGiB: perGiB(result.sysSeconds),
     peakRssBytes: result.peakRssBytes,
     meter: result.meter,
   };
