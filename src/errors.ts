@@ -24,6 +24,7 @@ export type FtxErrorCode =
   | 'FTX_ERR_REMOTE_IO'
   | 'FTX_ERR_INTERRUPTED'
   | 'FTX_ERR_UNVERIFIED'
+  | 'FTX_ERR_PARTIAL'
   | 'FTX_ERR_INTERNAL';
 
 /**
@@ -43,7 +44,7 @@ export const WIRE_ERROR_CODES = [
 ] as const satisfies readonly FtxErrorCode[];
 
 /** Why a receiver declines a file. Sent on the wire (PROTOCOL.md: Refuse, and Error with FTX_ERR_REFUSED). */
-export const REFUSAL_REASONS = ['exists', 'no-space', 'too-large', 'bad-name', 'busy'] as const;
+export const REFUSAL_REASONS = ['exists', 'no-space', 'too-large', 'bad-name', 'busy', 'unsupported'] as const;
 export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 
 /**
@@ -62,7 +63,9 @@ export type Remedy =
   /** Listen on an address of this machine. */
   | 'check-bind'
   /** The receiver may replace what is there. */
-  | 'overwrite';
+  | 'overwrite'
+  /** A named pipe cannot be sent as a file, but what it carries can go as a stream. */
+  | 'send-as-stream';
 
 export interface FtxErrorOptions {
   cause?: unknown;
@@ -173,6 +176,37 @@ export class InterruptedError extends FtxError {
 /** Delivery could not be confirmed (a classic peer sends no receipt) and the caller required it. */
 export class UnverifiedError extends FtxError {
   readonly code = 'FTX_ERR_UNVERIFIED';
+}
+
+/** One failed entry of a session, as PartialError and the session's results list it. */
+export interface EntryFailure {
+  /** The entry's path as the sender sent it. */
+  path: string;
+  code: FtxErrorCode;
+  /** For a refusal: why. */
+  reason?: RefusalReason | undefined;
+  message: string;
+  /** What this end's caller could change (never sent on the wire, so never set on the sending end). */
+  remedy?: Remedy | undefined;
+}
+
+/**
+ * A session ended, and some of its entries did not make it: refused, unreadable on the
+ * sender, or failed their digest. The others are stored and verified. `failures` lists
+ * the first 100; `failed` counts them all.
+ */
+export class PartialError extends FtxError {
+  readonly code = 'FTX_ERR_PARTIAL';
+  readonly stored: number;
+  readonly failed: number;
+  readonly failures: readonly EntryFailure[];
+
+  constructor(message: string, counts: { stored: number; failed: number; failures: readonly EntryFailure[] }, options?: FtxErrorOptions) {
+    super(message, options);
+    this.stored = counts.stored;
+    this.failed = counts.failed;
+    this.failures = counts.failures;
+  }
 }
 
 /** Something ftx did not expect: a bug. The CLI exits 1 and asks for a report. */

@@ -47,7 +47,28 @@ export const FrameType = {
   Ping: 0x50, // 'P'
   /** receiver -> sender: answer to a ping. */
   Pong: 0x51, // 'Q'
+  // Protocol version 2: sessions of many entries (PROTOCOL.md).
+  /** sender -> receiver: a session of entries is about to be sent (the digest, what it holds if known). */
+  Open: 0x4f, // 'O'
+  /** sender -> receiver: one entry (a file, a folder, a stream): its path and metadata. */
+  Entry: 0x46, // 'F'
+  /** receiver -> sender: what to do with an entry: store it, skip it, or not (why). */
+  Decision: 0x59, // 'Y'
+  /**
+   * sender -> receiver: raw file data for the entry being sent. Its payload is not JSON and
+   * is not buffered as a frame: its length says how many raw bytes follow (see rawLength).
+   */
+  Data: 0x44, // 'D'
+  /** receiver -> sender: an entry is stored (verified, durable) or failed. */
+  Result: 0x57, // 'W'
+  /** sender -> receiver: every entry has been sent. */
+  End: 0x5a, // 'Z'
+  /** receiver -> sender: the session's outcome, once every entry is durable. */
+  Summary: 0x58, // 'X'
 } as const;
+
+/** Largest Data frame: raw bytes, never buffered (a file larger than this is sent in several). */
+export const MAX_DATA_FRAME = 1024 * 1024 * 1024;
 
 export type FrameTypeCode = (typeof FrameType)[keyof typeof FrameType];
 
@@ -56,6 +77,11 @@ const KNOWN_TYPES = new Set<number>(Object.values(FrameType));
 export interface Frame {
   type: FrameTypeCode;
   payload: Buffer;
+  /**
+   * For a Data frame: how many raw bytes follow, which the decoder leaves unread (the
+   * payload is empty). The caller takes exactly that many bytes as data.
+   */
+  rawLength?: number;
 }
 
 export function frameTypeName(type: number): string {
@@ -74,6 +100,16 @@ export function encodeFrame(type: FrameTypeCode, payload: Buffer = Buffer.alloc(
   frame.writeUInt32BE(payload.length, 1);
   payload.copy(frame, FRAME_HEADER_BYTES);
   return frame;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** The 5 bytes that announce `length` raw bytes of data (a Data frame's header). */
+export function dataFrameHeader(length: number): Buffer {
+  const header = Buffer.allocUnsafe(FRAME_HEADER_BYTES);
+  header.writeUInt8(FrameType.Data, 0);
+  header.writeUInt32BE(length, 1);
+  return header;
 }
 
 export interface FrameDecoderOptions {
@@ -125,11 +161,18 @@ export class FrameDecoder {
     return this.#chunkBytes + (this.#partial ? FRAME_HEADER_BYTES + this.#partial.filled : 0);
   }
 
-  /** Appends bytes and returns every frame now complete. Use `shift` to stop after one. */
+  /**
+   * Appends bytes and returns every frame now complete. Use `shift` to stop after one.
+   * Stops after a Data frame: the bytes that follow it are raw data, not frames, and
+   * stay buffered for the caller (takeRemainder()).
+   */
   push(chunk: Buffer): Frame[] {
     this.append(chunk);
     const frames: Frame[] = [];
-    for (let frame = this.shift(); frame; frame = this.shift()) frames.push(frame);
+    for (let frame = this.shift(); frame; frame = this.shift()) {
+      frames.push(frame);
+      if (frame.type === FrameType.Data) break;
+    }
     return frames;
   }
 
@@ -166,6 +209,11 @@ export class FrameDecoder {
       if (this.#chunkBytes < FRAME_HEADER_BYTES) return undefined;
       const header = this.#consume(FRAME_HEADER_BYTES);
       const length = header.readUInt32BE(1);
+      if (type === FrameType.Data) {
+        // Raw data: no payload to assemble; what follows belongs to the caller.
+        if (length > MAX_DATA_FRAME) throw new ProtocolError(`a Data frame declares ${length} bytes, more than the ${MAX_DATA_FRAME} allowed`);
+        return { type: FrameType.Data, payload: EMPTY, rawLength: length };
+      }
       if (length > this.#maxPayload) {
         throw new ProtocolError(
           `frame ${frameTypeName(type)} declares ${length} bytes, more than the ${this.#maxPayload} allowed`,

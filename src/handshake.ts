@@ -31,6 +31,7 @@ import {
   decodeError,
   decodeGreeting,
   decodeHeader,
+  decodeOpen,
   decodePing,
   decodePong,
   decodeReceipt,
@@ -40,8 +41,10 @@ import {
   jsonFrame,
   PROTOCOL_NAME,
   PROTOCOL_VERSION,
+  PROTOCOL_VERSIONS,
   type Greeting,
   type Header,
+  type Open,
   type Ping,
   type Pong,
   type Receipt,
@@ -53,6 +56,8 @@ import { DIGEST_NAMES } from './digest/names.js';
 /** How the first bytes of a sender's opening are classified. */
 export type Opening =
   | { kind: 'header'; header: Header }
+  /** A session of entries (protocol 2). */
+  | { kind: 'open'; open: Open }
   | { kind: 'ping'; ping: Ping }
   /** The classic tutorial client: its first byte is an ASCII decimal digit. */
   | { kind: 'classic' }
@@ -64,7 +69,7 @@ export type Opening =
 
 /** A receiver's greeting: who it is, and the digests it accepts. */
 function greetingFrame(): Buffer {
-  const greeting: Greeting = { protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, software: SOFTWARE, digests: [...DIGEST_NAMES] };
+  const greeting: Greeting = { protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, versions: [...PROTOCOL_VERSIONS], software: SOFTWARE, digests: [...DIGEST_NAMES] };
   return jsonFrame(FrameType.Greeting, greeting);
 }
 
@@ -88,13 +93,14 @@ export async function readOpening(channel: Channel): Promise<Opening> {
   const frame = await channel.readFrame();
   if (!frame) throw new ConnectionLostError(`${channel.peerRole} closed the connection before its header was complete`);
   if (frame.type === FrameType.Header) return { kind: 'header', header: decodeHeader(frame) };
+  if (frame.type === FrameType.Open) return { kind: 'open', open: decodeOpen(frame) };
   if (frame.type === FrameType.Ping) return { kind: 'ping', ping: decodePing(frame) };
   // The sender gave up (it timed out waiting for our greeting, say): report its reason.
   throw errorFromPeer(channel, frame);
 }
 
-/** Frame types a sender may open with: a header, a ping, or an error (it gave up). */
-const SENDER_OPENINGS = new Set<number>([FrameType.Header, FrameType.Ping, FrameType.Error]);
+/** Frame types a sender may open with: a session's Open, a header, a ping, or an error (it gave up). */
+const SENDER_OPENINGS = new Set<number>([FrameType.Open, FrameType.Header, FrameType.Ping, FrameType.Error]);
 
 /**
  * Something that is neither an ftx nor a classic sender (a browser, a port scanner

@@ -9,6 +9,9 @@
  *   const receiver = await receive({ target: 'inbox/', port: 0 });
  *   const sent = await send({ path: 'photo.jpg', to: { host: '127.0.0.1', port: receiver.port } });
  *   const stored = await receiver.done;
+ *
+ * Folders and several files go in one session: send({ paths: ['photos', 'notes.txt'], to }),
+ * received into a folder target; a stream of unknown size: send({ stream, name, to }).
  */
 export { send, type SendOptions, type SendResult } from './api/send.js';
 export { receive, type ReceiveHandle, type ReceiveOptions, type Stray } from './api/receive.js';
@@ -17,6 +20,9 @@ export { ping, type PingOptions, type PingResult } from './api/ping.js';
 export type { Destination } from './api/options.js';
 export type { ReceivingOptions } from './api/receiving.js';
 export type { ReceivedFile } from './receiver.js';
+export type { EntryOutcome, SessionCounts } from './session/receive-session.js';
+export type { SentEntry } from './session/send-session.js';
+export { countTree, type TreeTotals } from './fs/walk.js';
 export { CONFLICT_POLICIES, type ConflictPolicy, type Leftover } from './fs/staged-file.js';
 export type { Protocol } from './protocol/messages.js';
 export type { Log, LogMethod } from './util/log.js';
@@ -31,6 +37,7 @@ export {
   isFtxError,
   ListenError,
   LocalIoError,
+  PartialError,
   ProtocolError,
   REFUSAL_REASONS,
   RefusedError,
@@ -39,6 +46,7 @@ export {
   UnverifiedError,
   UsageError,
   WIRE_ERROR_CODES,
+  type EntryFailure,
   type FtxErrorCode,
   type FtxErrorOptions,
   type RefusalReason,

@@ -16,6 +16,7 @@
  * - every failure after the Accept is told to the sender in an Error frame, refusals
  *   included (the name was taken meanwhile), so it never sees a bare close.
  */
+import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND } from './defaults.js';
@@ -36,9 +37,11 @@ import {
 } from './handshake.js';
 import { Channel, type ByteSource } from './protocol/channel.js';
 import { CLASSIC_ACK, readClassicSize } from './protocol/classic.js';
-import { ctime, PROTOCOL_VERSION, type Header, type Ping, type Protocol, type Receipt } from './protocol/messages.js';
+import { ctime, PROTOCOL_VERSION, type Header, type Open, type Ping, type Protocol, type Receipt } from './protocol/messages.js';
+import { receiveSession, type SessionCounts, type SessionOptions, type SessionTarget } from './session/receive-session.js';
 import { receiveData } from './session/incoming.js';
-import { alwaysAccept, type ConnectionPolicy } from './session/policy.js';
+import { withKeepAlives } from './session/keep-alive.js';
+import { alwaysAccept, type ConnectionPolicy, type TransferRequest } from './session/policy.js';
 import { commitTarget, decideTarget, quoteName, type IncomingFile } from './session/target.js';
 import { peerOf } from './transport/tcp.js';
 import { silentLog, type Log } from './util/log.js';
@@ -85,6 +88,14 @@ export interface ConnectionOptions {
   signal?: AbortSignal | undefined;
   /** Where the connection's bytes come from, when not the stream's own reads (transport/direct-reads.ts). */
   source?: ByteSource | undefined;
+  /** Write the one incoming file or stream here instead of to `target` (`ftx recv -`): sessions only. */
+  output?: { stream: NodeJS.WritableStream; label: string } | undefined;
+  /** Whether a folder target's file system treats names differing only by case as one (fs/case-folding.ts). */
+  foldsCase?: boolean | undefined;
+  /** A session (protocol 2) was accepted: how many entries and bytes, when the sender knows. */
+  onSession?: SessionOptions['onStart'];
+  /** A session's entry is done: stored, refused, or failed. */
+  onEntry?: SessionOptions['onEntry'];
 }
 
 export interface ReceivedFile {
@@ -98,10 +109,16 @@ export interface ReceivedFile {
   seconds: number;
   /** The sender's address, "host:port". */
   peer: string;
+  /**
+   * A session (protocol 2): what it carried. `path` is then the folder it landed in (or
+   * the one file, when it carried one), `digest` the one file's (else empty).
+   */
+  session?: SessionCounts | undefined;
 }
 
 export type ConnectionOutcome =
   | { kind: 'file'; result: ReceivedFile }
+  | { kind: 'session'; result: ReceivedFile & { session: SessionCounts } }
   | { kind: 'ping'; message: string }
   | { kind: 'silent' };
 
@@ -178,12 +195,19 @@ export async function receiveConnection(stream: Duplex, options: ConnectionOptio
         progress.speaksClassic = true;
         const size = await readClassicSize(channel);
         opened();
+        if (options.output) await refuseUnsupported(channel, progress, 'this receiver writes to its standard output, which a classic client cannot send to; use ftx send');
         const incoming = { name: classicFileName(new Date()), size };
         const result = await receiveTransfer(channel, incoming, classicDialect(channel, progress, peer, log), options, policy, peer, log);
         return { kind: 'file', result };
       }
+      case 'open': {
+        opened();
+        const result = await receiveSessionOf(channel, opening.open, options, policy, peer, progress);
+        return { kind: 'session', result };
+      }
       case 'header': {
         opened();
+        if (options.output) await refuseUnsupported(channel, progress, 'this receiver writes to its standard output, which takes a session (ftx 0.2 or newer); upgrade the sender');
         const result = await receiveTransfer(channel, opening.header, ftxDialect(channel, opening.header, progress, peer, options, log), options, policy, peer, log);
         return { kind: 'file', result };
       }
@@ -204,6 +228,52 @@ export async function receiveConnection(stream: Duplex, options: ConnectionOptio
   }
 }
 
+/**
+ * A refusal of a protocol 1 (or classic) sender, in its protocol. Protocol 1 has no
+ * 'unsupported' reason (ftx 0.1 reads a Refuse with an unknown reason as a protocol
+ * error), so it goes as an Error frame FTX_ERR_REFUSED, whose unknown reason ftx 0.1
+ * reads as 'busy', and prints the message.
+ */
+async function refuseUnsupported(channel: Channel, progress: Progress, message: string): Promise<never> {
+  progress.refused = true;
+  const refusal = new RefusedError('unsupported', message);
+  if (progress.speaksClassic) await channel.write(classicErrorLine(message)).catch(() => {});
+  else await sendError(channel, refusal);
+  throw refusal;
+}
+
+/** A protocol 2 session (session/receive-session.ts), into a folder, a file, or a stream. */
+async function receiveSessionOf(channel: Channel, open: Open, options: ConnectionOptions, policy: ConnectionPolicy, peer: string, progress: Progress): Promise<ReceivedFile & { session: SessionCounts }> {
+  const startedAt = performance.now();
+  const refuse = async (reason: RefusalReason, message: string, remedy?: Remedy): Promise<never> => {
+    progress.refused = true;
+    await sendRefuse(channel, reason, message).catch(() => {});
+    throw new RefusedError(reason, message, remedy === undefined ? undefined : { remedy });
+  };
+  const target: SessionTarget = options.output
+    ? { kind: 'stream', output: options.output.stream, label: options.output.label }
+    : (await isFolder(options.target))
+      ? { kind: 'folder', root: options.target, foldsCase: options.foldsCase ?? false }
+      : { kind: 'file', path: options.target };
+  const received = await receiveSession(
+    channel,
+    open,
+    target,
+    { ...options, onStart: options.onSession, onEntry: options.onEntry, onFile: (file) => options.onStart?.({ ...file, peer, protocol: 'ftx' }) },
+    policy,
+    peer,
+    refuse,
+  );
+  await lingerThenClose(channel);
+  const { path, bytes, hash, digest, ...session } = received;
+  return { protocol: 'ftx', path, bytes, hash, digest, seconds: (performance.now() - startedAt) / 1000, peer, session };
+}
+
+async function isFolder(path: string): Promise<boolean> {
+  const stats = await stat(path).catch(() => undefined);
+  return stats?.isDirectory() ?? false;
+}
+
 /** One file, in whichever protocol: target, staged file, accept, data, verify, commit, confirm. */
 async function receiveTransfer(
   channel: Channel,
@@ -219,7 +289,15 @@ async function receiveTransfer(
     await dialect.refuse(reason, message).catch(() => {});
     throw new RefusedError(reason, message, remedy === undefined ? undefined : { remedy });
   };
-  const request = await decideTarget(incoming, peer, options, policy, refuse);
+  const slot = policy.claimSlot();
+  if (slot) await refuse(slot.reason, slot.message);
+  let request: TransferRequest;
+  try {
+    request = await decideTarget(incoming, peer, options, policy, refuse);
+  } catch (error) {
+    policy.releaseSlot();
+    throw error;
+  }
   let staged: StagedFile | undefined;
   try {
     staged = await StagedFile.create(request.path, incoming.mode);
@@ -240,6 +318,7 @@ async function receiveTransfer(
   } finally {
     await staged?.discard();
     policy.release(request);
+    policy.releaseSlot();
   }
 }
 
@@ -317,17 +396,6 @@ function classicErrorLine(message: string): Buffer {
 function classicFileName(now: Date): string {
   const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
   return `classic-${stamp}.bin`;
-}
-
-/** While the receiver is busy (fsync of a large file), keep the sender's idle timer from firing. */
-async function withKeepAlives<T>(channel: Channel, idleTimeoutMs: number, work: () => Promise<T>): Promise<T> {
-  const everyMs = Math.max(100, Math.min(5_000, idleTimeoutMs / 3 || 5_000));
-  const timer = setInterval(() => sendKeepAlive(channel).catch(() => {}), everyMs);
-  try {
-    return await work();
-  } finally {
-    clearInterval(timer);
-  }
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import type { Duplex } from 'node:stream';
 import { DEFAULT_DIGEST, LEGACY_DIGESTS, type DigestName } from './digest/registry.js';
-import { abortReason, ConnectionLostError, IntegrityError, InterruptedError, ProtocolError, TimeoutError, UnverifiedError } from './errors.js';
+import { abortReason, ConnectionLostError, IntegrityError, InterruptedError, LocalIoError, ProtocolError, TimeoutError, UnverifiedError } from './errors.js';
 import type { SourceFile } from './fs/source.js';
 import { FrameType } from './framing.js';
 import { errorFrame, readDecision, readGreeting, readReceipt, sendHeader, sendTrailer } from './handshake.js';
@@ -13,6 +13,8 @@ import { Channel } from './protocol/channel.js';
 import { awaitClassicClose, classicAnnounce, readClassicGreeting } from './protocol/classic.js';
 import type { Greeting, Protocol, Receipt } from './protocol/messages.js';
 import { sendData } from './session/outgoing.js';
+import { sendSession, type SentEntry, type SentSession, type SessionSource } from './session/send-session.js';
+import { sessionFailure } from './session/verdict.js';
 import { peerOf } from './transport/tcp.js';
 import type { Log } from './util/log.js';
 import { whenAborted } from './util/timers.js';
@@ -30,6 +32,18 @@ export interface SendingOptions {
   onStart?: ((transfer: { size: number; protocol: Protocol }) => void) | undefined;
   /** Called as bytes are read into the socket, with the count so far. */
   onProgress?: ((bytesSent: number) => void) | undefined;
+  /** A session's entry is done (stored, refused, failed, or skipped here). */
+  onEntry?: ((entry: SentEntry) => void) | undefined;
+}
+
+/**
+ * What to send: one file (opened, for a receiver of protocol 1 or a classic one), and
+ * the session that carries the same, or more (folders, many files, a stream), for a
+ * receiver of protocol 2. `single` is absent when only a session can carry it.
+ */
+export interface SendPlan {
+  single?: SourceFile | undefined;
+  session: () => SessionSource;
 }
 
 export interface SentFile {
@@ -44,19 +58,22 @@ export interface SentFile {
   peer: string;
   /** True when the receiver confirmed bytes and digest; false for classic receivers. */
   verified: boolean;
+  /** Sent as a session (protocol 2): what it carried. `name` and `digest` are the one file's, when it was one. */
+  session?: Omit<SentSession, 'bytes' | 'name' | 'digest'> | undefined;
 }
 
 /**
  * Runs the whole conversation over a connected stream. Does not close the file; the
  * stream is ended (success) or destroyed (failure).
  */
-export async function sendOverConnection(stream: Duplex, source: SourceFile, options: SendingOptions): Promise<SentFile> {
+export async function sendOverConnection(stream: Duplex, plan: SendPlan, options: SendingOptions): Promise<SentFile> {
   const peer = peerOf(stream);
   const channel = new Channel(stream, { idleTimeoutMs: options.idleTimeoutMs, peerRole: 'the receiver' });
   channel.farewell = errorFrame;
   // hangUp says why in an Error frame, unless file data is flowing (the channel knows).
   const stopListening = whenAborted(options.signal, () => channel.hangUp(abortReason(options.signal)));
   const startedAt = performance.now();
+  let speaksFtx = false;
   try {
     const first = await channel.peekByte().catch((error: unknown) => {
       if (error instanceof TimeoutError && !error.fromPeer) {
@@ -68,10 +85,15 @@ export async function sendOverConnection(stream: Duplex, source: SourceFile, opt
       throw error;
     });
     if (first === null) throw new ConnectionLostError(`${peer} closed the connection without a greeting: is an ftx receiver listening there, or another service on that port?`);
-    const sent = first === FrameType.Greeting ? await sendOverFtx(channel, source, options, peer) : await sendOverClassic(channel, source, options, peer);
+    speaksFtx = first === FrameType.Greeting;
+    const sent = speaksFtx ? await sendOverFtx(channel, plan, options, peer) : await sendOverClassic(channel, requireSingle(plan, peer, 'the classic tutorial protocol'), options, peer);
     return { ...sent, seconds: (performance.now() - startedAt) / 1000, peer };
   } catch (error) {
-    channel.destroy();
+    // Our own read failing (a file, a stream's producer): tell an ftx receiver why, where
+    // the wire allows (not inside file data), rather than leave it a bare closed
+    // connection. A classic server would take the frame for file bytes.
+    if (speaksFtx && error instanceof LocalIoError) channel.hangUp(error);
+    else channel.destroy();
     if (options.signal?.aborted) {
       // Say which signal: "stopped by SIGHUP (the terminal closed...)" tells more than "interrupted".
       const reason = abortReason(options.signal);
@@ -86,10 +108,12 @@ export async function sendOverConnection(stream: Duplex, source: SourceFile, opt
 
 type Sent = Omit<SentFile, 'seconds' | 'peer'>;
 
-async function sendOverFtx(channel: Channel, source: SourceFile, options: SendingOptions, peer: string): Promise<Sent> {
+async function sendOverFtx(channel: Channel, plan: SendPlan, options: SendingOptions, peer: string): Promise<Sent> {
   const greeting = await readGreeting(channel);
   options.log?.debug({ peer, greeting }, 'greeted');
   const algorithm = chooseDigest(options.hash, greeting);
+  if (greeting.versions?.includes(2)) return sendOverSession(channel, plan.session(), algorithm, options);
+  const source = requireSingle(plan, peer, `ftx protocol ${greeting.version} (${greeting.software ?? 'ftx 0.1'})`);
   await sendHeader(channel, { name: source.name, size: source.size, hash: algorithm, mode: source.mode, mtime: source.mtimeMs });
   await readDecision(channel);
   options.onStart?.({ size: source.size, protocol: 'ftx' });
@@ -103,6 +127,28 @@ async function sendOverFtx(channel: Channel, source: SourceFile, options: Sendin
   checkReceipt(confirmed, source.size, algorithm, digest);
   channel.end();
   return { protocol: 'ftx', name: confirmed.name, bytes: confirmed.bytes, hash: algorithm, digest, verified: true };
+}
+
+/** A session (protocol 2): any number of entries; its failures are the caller's error. */
+async function sendOverSession(channel: Channel, source: SessionSource, algorithm: DigestName, options: SendingOptions): Promise<Sent> {
+  const sent = await sendSession(channel, source, {
+    hash: algorithm,
+    signal: options.signal,
+    onStart: () => options.onStart?.({ size: source.bytes ?? 0, protocol: 'ftx' }),
+    onProgress: options.onProgress,
+    onEntry: options.onEntry,
+  });
+  channel.end();
+  const failure = sessionFailure(sent, 'the receiver refused the file: ');
+  if (failure) throw failure;
+  const { bytes, name, digest, ...session } = sent;
+  return { protocol: 'ftx', name, bytes, hash: algorithm, digest, verified: true, session };
+}
+
+/** One file, for a receiver that takes nothing else. */
+function requireSingle(plan: SendPlan, peer: string, speaks: string): SourceFile {
+  if (plan.single) return plan.single;
+  throw new ProtocolError(`${peer} speaks ${speaks}, which takes one regular file; folders, several files and streams need a receiver running ftx 0.2 or newer: upgrade it`);
 }
 
 /**

@@ -139,7 +139,7 @@ describe('ping()', () => {
   it('returns the reply, the round-trip time and the receiver\'s software', async () => {
     const receiver = await receive({ target: await tempFolder(), port: 0, host: HOST });
     const pong = await ping({ to: { host: HOST, port: receiver.port }, message: 'hello' });
-    expect(pong).toMatchObject({ protocol: 'ftx', version: 1, software: expect.stringMatching(/^ftx\//), peer: `${HOST}:${receiver.port}` });
+    expect(pong).toMatchObject({ protocol: 'ftx', version: 2, software: expect.stringMatching(/^ftx\//), peer: `${HOST}:${receiver.port}` });
     expect(pong.reply).toMatch(/^\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\] hello$/);
     expect(pong.roundTripMs).toBeGreaterThanOrEqual(0);
     await receiver.close();

@@ -165,11 +165,11 @@ describe('ftx ping', () => {
     const recv = await startRecvCli([join(folder, 'out.jpg')]);
     const pingRun = runCli(['ping', `127.0.0.1:${recv.port}`, '--message', 'are you there']);
     expect(await pingRun.exit).toBe(0);
-    expect(pingRun.stdout()).toMatch(/^\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\] are you there {2}\(127\.0\.0\.1:\d+: rtt [\d.]+ ms, ftx protocol 1, ftx\/[\d.]+\)\n$/);
+    expect(pingRun.stdout()).toMatch(/^\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\] are you there {2}\(127\.0\.0\.1:\d+: rtt [\d.]+ ms, ftx protocol 2, ftx\/[\d.]+\)\n$/);
 
     const jsonPing = runCli(['ping', `127.0.0.1:${recv.port}`, '--json']);
     expect(await jsonPing.exit).toBe(0);
-    expect(summaryOf(jsonPing)).toMatchObject({ ok: true, protocol: 'ftx', version: 1, rttMs: expect.any(Number), reply: expect.stringMatching(/\] ping$/) });
+    expect(summaryOf(jsonPing)).toMatchObject({ ok: true, protocol: 'ftx', version: 2, rttMs: expect.any(Number), reply: expect.stringMatching(/\] ping$/) });
 
     const send = runCli(['send', FIXTURE_JPEG, `127.0.0.1:${recv.port}`]);
     expect(await send.exit).toBe(0);

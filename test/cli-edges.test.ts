@@ -130,14 +130,14 @@ describe('ftx send refuses what is not a regular file, without blocking', () => 
     expect(summaryOf(run)).toMatchObject({
       ok: false,
       exitCode: 8,
-      error: { code: 'FTX_ERR_LOCAL_IO', message: expect.stringMatching(/^cannot send .*pipe: it is a named pipe \(FIFO\), and ftx sends regular files/) },
+      error: { code: 'FTX_ERR_LOCAL_IO', message: expect.stringMatching(/^cannot send .*pipe: it is a named pipe \(FIFO\), and ftx sends files and folders \(to send what it carries, read it as a stream: cat PIPE \| ftx send - HOST --name NAME\)$/) },
     });
   });
 
   it('a character device (/dev/zero): exit 8, named as a device', async () => {
     const run = runCli(['send', '/dev/zero', `127.0.0.1:${await closedPort()}`, '--json']);
     expect(await exitOf(run)).toBe(8);
-    expect(summaryOf(run)).toMatchObject({ error: { message: expect.stringMatching(/it is a character device/) } });
+    expect(summaryOf(run)).toMatchObject({ error: { message: expect.stringMatching(/it is a device, and ftx sends files and folders/) } });
   });
 });
 
@@ -465,7 +465,7 @@ describe.skipIf(!hasScript)('on a terminal (a pseudo-terminal of 80 columns)', (
     });
     const send = onTerminal(['send', empty, `127.0.0.1:${receiver.port}`], folder);
     expect(await send.exit).toBe(0); // -1: it hung and was killed
-    expect(send.transcript()).toMatch(/ftx: sent .*empty to 127\.0\.0\.1:\d+ as empty \(0 B in/);
+    expect(send.transcript()).toMatch(/ftx: sent .*empty as empty to 127\.0\.0\.1:\d+ \(0 B in/);
     await receiver.close();
   });
 });

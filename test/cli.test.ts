@@ -32,8 +32,8 @@ describe('ftx --help and usage errors', () => {
   it('prints help with both commands and exits 0', async () => {
     const run = runCli(['--help']);
     expect(await run.exit).toBe(0);
-    expect(run.stdout()).toMatch(/ftx recv \[target\]/);
-    expect(run.stdout()).toMatch(/ftx send <file> <destination>/);
+    expect(run.stdout()).toMatch(/ftx recv +\[TARGET\]/);
+    expect(run.stdout()).toMatch(/ftx send +PATH\.\.\. DESTINATION/);
   });
 
   // The bin answers --help and --version from text the build rendered (bin/ftx.js), for a
@@ -70,7 +70,11 @@ describe('ftx --help and usage errors', () => {
   });
 
   for (const [args, pattern] of [
-    [['send', 'only-a-file'], /Not enough non-option arguments/],
+    [['send', 'only-a-file'], /say what to send and where: ftx send PATH\.\.\. HOST\[:PORT\] \(only-a-file alone is not enough\)/],
+    [['send', '-', 'host'], /stdin has no name: give one with --name/],
+    [['send', '-', 'a.txt', 'host', '--name', 'x'], /- \(stdin\) is sent on its own/],
+    [['recv', 'a', 'b'], /unexpected argument "b"; ftx recv takes one target/],
+    [['recv', '-', '--json'], /--json prints on stdout, which `ftx recv -` fills with the data/],
     [['recv', '--port', '70000'], /"70000" is not a port number/],
     [['send', FIXTURE_JPEG, '127.0.0.1:http'], /"http" is not a port number/],
     [['frobnicate'], /unknown command "frobnicate"/],
@@ -158,11 +162,13 @@ describe('errors users hit: one line, documented exit code, nothing left behind'
     expect(errorLine(run.stderr())).toMatch(/cannot read \/no\/such\/file\.bin: no such file/);
   });
 
-  it('a folder instead of a file: 8', async () => {
-    const folder = await tempFolder();
-    const run = runCli(['send', folder, `127.0.0.1:${await closedPort()}`]);
-    expect(await run.exit).toBe(8);
-    expect(errorLine(run.stderr())).toMatch(/it is a folder, and ftx sends one file/);
+  it('two things to send of the same name: 2, before connecting', async () => {
+    const [one, two] = [await tempFolder(), await tempFolder()];
+    await writeFile(join(one, 'same.txt'), 'a');
+    await writeFile(join(two, 'same.txt'), 'b');
+    const run = runCli(['send', join(one, 'same.txt'), join(two, 'same.txt'), `127.0.0.1:${await closedPort()}`]);
+    expect(await run.exit).toBe(2);
+    expect(errorLine(run.stderr())).toMatch(/two things to send are both named "same\.txt"/);
   });
 
   it('connection refused: 3', async () => {

@@ -25,6 +25,8 @@ import { blake3Of, expectSameFile, listFolder, randomFile, sha256Of, tempFolder 
 import {
   ACCEPT_BYTES,
   cli,
+  DECISION_BYTES,
+  endBytes,
   errorOf,
   exitWithin,
   expectLanded,
@@ -34,7 +36,7 @@ import {
   landing,
   proxyTo,
   recvCli,
-  TRAILER_BYTES,
+  sessionTailBytes,
   type Landing,
 } from './helpers/harness.js';
 import { sendTo, startReceiver } from './helpers/loopback.js';
@@ -63,8 +65,8 @@ describe('through the fault proxy: the bytes arrive whatever the segmentation', 
   it('1-byte segments both ways: a small file arrives byte-identical', async () => {
     const source = await randomFile(await tempFolder(), 'small.bin', 300);
     const proxy = await transferThrough(oneByte, source);
-    // Header + 300 data bytes + trailer went up one byte at a time; greeting, accept and receipt came down.
-    expect(proxy.forwarded.up).toBeGreaterThan(300 + TRAILER_BYTES);
+    // Open, Entry, 300 data bytes, trailer and End went up one byte at a time; greeting, accept, decision, result and summary came down.
+    expect(proxy.forwarded.up).toBeGreaterThan(300 + sessionTailBytes(300));
     expect(proxy.forwarded.down).toBeGreaterThan(GREETING_BYTES + ACCEPT_BYTES);
   });
 
@@ -146,7 +148,8 @@ describe('through the fault proxy: stalls and cuts (CLI on both ends)', () => {
     expect(await send.exit).toBe(0);
     expect(await recv.exit).toBe(0);
     upstreamBytes = proxy.forwarded.up;
-    headerBytes = upstreamBytes - CUT_SOURCE_BYTES - TRAILER_BYTES;
+    // Open + Entry + the Data frame's 5-byte header: everything before the file's bytes.
+    headerBytes = upstreamBytes - CUT_SOURCE_BYTES - sessionTailBytes(CUT_SOURCE_BYTES);
     expect(headerBytes).toBeGreaterThan(40);
     await proxy.close();
     await rm(where.parent, { recursive: true, force: true });
@@ -173,18 +176,22 @@ describe('through the fault proxy: stalls and cuts (CLI on both ends)', () => {
       await expectLanded(run.where, []);
     });
 
-    it('downstream stalls just before the receipt: the file is stored, but the sender never claims success (7)', async () => {
-      const run = await pairThrough({ down: { stallAfterBytes: GREETING_BYTES + ACCEPT_BYTES } }, { recv: 5, send: 1 });
+    it('downstream stalls just before the result: the file is stored, but the sender never claims success (7)', async () => {
+      const run = await pairThrough({ down: { stallAfterBytes: GREETING_BYTES + ACCEPT_BYTES + DECISION_BYTES } }, { recv: 5, send: 1 });
       expect(run.sendExit, errorOf(run.send)).toBe(7);
       expect(run.recvExit, errorOf(run.recv)).toBe(0);
       await expectSameFile(join(run.where.inbox, 'out.bin'), cutSource);
       await expectLanded(run.where, ['out.bin']);
     });
 
-    it('downstream stalls before the accept: sender 7; its Error frame lands in the data phase, so the receiver sees a lost connection (9); no file', async () => {
-      const run = await pairThrough({ down: { stallAfterBytes: GREETING_BYTES } }, { recv: 5, send: 1 });
+    // In protocol 1 the sender's Error frame landed where the receiver expected file data,
+    // so it saw a lost connection (9); a session's receiver reads frames, and reports the
+    // sender's own reason.
+    it('downstream stalls before the decision: sender 7; the receiver reads its Error frame and reports its timeout (7); no file', async () => {
+      const run = await pairThrough({ down: { stallAfterBytes: GREETING_BYTES + ACCEPT_BYTES } }, { recv: 5, send: 1 });
       expect(run.sendExit, errorOf(run.send)).toBe(7);
-      expect(run.recvExit, errorOf(run.recv)).toBe(9);
+      expect(run.recvExit, errorOf(run.recv)).toBe(7);
+      expect(errorOf(run.recv)).toMatch(/the sender reports: the receiver sent nothing for 1 s/);
       await expectLanded(run.where, []);
     });
 
@@ -227,12 +234,15 @@ describe('through the fault proxy: stalls and cuts (CLI on both ends)', () => {
       { where: 'right after the header (accepted, no data yet)', direction: 'up', cutAfter: () => headerBytes, recv: 9, send: 9, rstRacesTheHeader: true },
       { where: 'mid-data', direction: 'up', cutAfter: () => headerBytes + CUT_SOURCE_BYTES / 2, recv: 9, send: 9 },
       { where: 'inside the trailer', direction: 'up', cutAfter: () => upstreamBytes - 50, recv: 9, send: 9 },
-      { where: 'one byte short of the trailer', direction: 'up', cutAfter: () => upstreamBytes - 1, recv: 9, send: 9 },
-      { where: 'inside the accept', direction: 'down', cutAfter: () => GREETING_BYTES + 10, recv: 9, send: 9 },
+      { where: 'one byte short of the trailer', direction: 'up', cutAfter: () => upstreamBytes - endBytes(CUT_SOURCE_BYTES) - 1, recv: 9, send: 9 },
+      // The session was accepted but no entry was decided yet: the one-shot receiver was not
+      // told of a file, so it logs the cut and keeps waiting (the sender's retry finds it).
+      { where: 'inside the accept', direction: 'down', cutAfter: () => GREETING_BYTES + 10, recv: 'running', send: 9 },
+      // FIN only: with RST the proxy's 10 ms grace lets the whole file through (below).
+      { where: 'right after the accept (the sender waits for a decision that never comes)', direction: 'down', cutAfter: () => GREETING_BYTES + ACCEPT_BYTES, recv: 'running', send: 9, finOnly: true },
       // With the old createReadStream data path this gave the sender exit 1 (EBADF: the
       // destroyed read stream closed the file's descriptor, then FileHandle.close() failed).
-      // FIN only: with RST the proxy's 10 ms grace lets the whole file through (below).
-      { where: 'right after the accept (the sender streams into a closed connection)', direction: 'down', cutAfter: () => GREETING_BYTES + ACCEPT_BYTES, recv: 9, send: 9, finOnly: true },
+      { where: 'right after the decision (the sender streams into a closed connection)', direction: 'down', cutAfter: () => GREETING_BYTES + ACCEPT_BYTES + DECISION_BYTES, recv: 9, send: 9, finOnly: true },
     ];
     for (const cutWith of ['fin', 'rst'] as const) {
       for (const c of cases.filter((c) => cutWith === 'fin' || !c.finOnly)) {
@@ -246,6 +256,17 @@ describe('through the fault proxy: stalls and cuts (CLI on both ends)', () => {
         });
       }
     }
+
+    // Each entry of a session is committed on its own, once its trailer checks out: cut
+    // inside the End, the file is stored (verified, durable) but the session is not
+    // complete, and neither side exits 0.
+    it('upstream FIN inside the End, after the trailer: the file is stored, but both sides exit 9', async () => {
+      const run = await pairThrough({ up: { cutAfterBytes: upstreamBytes - 1 } });
+      expect(run.sendExit, errorOf(run.send)).toBe(9);
+      expect(run.recvExit, errorOf(run.recv)).toBe(9);
+      await expectSameFile(join(run.where.inbox, 'out.bin'), cutSource);
+      await expectLanded(run.where, ['out.bin']);
+    });
 
     it('downstream FIN inside the greeting: sender 9; the receiver takes it for a silent probe and still takes the next file', async () => {
       const run = await pairThrough({ down: { cutAfterBytes: 10 } });
@@ -289,7 +310,7 @@ describe('through the fault proxy: stalls and cuts (CLI on both ends)', () => {
     // agrees with its disk is checked deterministically in-process in receiver.test.ts.)
     for (const [label, plan] of [
       ['upstream RST after the last byte', () => ({ up: { cutAfterBytes: upstreamBytes, cutWith: 'rst' as const } })],
-      ['downstream RST right after the accept', () => ({ down: { cutAfterBytes: GREETING_BYTES + ACCEPT_BYTES, cutWith: 'rst' as const } })],
+      ['downstream RST right after the decision', () => ({ down: { cutAfterBytes: GREETING_BYTES + ACCEPT_BYTES + DECISION_BYTES, cutWith: 'rst' as const } })],
     ] as const) {
       it(`${label} (racing the commit): the sender exits 0 only if the file is stored whole, else 9; no temp file`, async () => {
         const run = await pairThrough(plan());

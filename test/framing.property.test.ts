@@ -11,11 +11,14 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ProtocolError } from '../src/errors.js';
-import { encodeFrame, FRAME_HEADER_BYTES, FrameDecoder, frameTypeName, MAX_FRAME_PAYLOAD, type Frame, type FrameTypeCode } from '../src/framing.js';
+import { dataFrameHeader, encodeFrame, FRAME_HEADER_BYTES, FrameDecoder, FrameType, frameTypeName, MAX_DATA_FRAME, MAX_FRAME_PAYLOAD, type Frame, type FrameTypeCode } from '../src/framing.js';
 import { chunkingArb, cut, describeChunks, describeError, FRAME_TYPES, frameTypeArb, hexOf, toBuffer } from './helpers/arbitraries.js';
 import { seededRandom } from './helpers/random.js';
 
 const KNOWN_TYPES = new Set<number>(FRAME_TYPES);
+
+/** Types whose payload the decoder assembles: all but Data, whose bytes are raw and the caller's. */
+const framedTypeArb = fc.constantFrom(...FRAME_TYPES.filter((type) => type !== FrameType.Data));
 
 /** Payloads of 0..2000 bytes: small ones (the default size) and ones spread over the range. */
 const smallPayloadArb = fc
@@ -31,11 +34,11 @@ const maxPayloadArb = fc.nat().map((seed) => {
 });
 
 const frameArb: fc.Arbitrary<Frame> = fc.record({
-  type: frameTypeArb,
+  type: framedTypeArb,
   payload: fc.oneof({ weight: 30, arbitrary: smallPayloadArb }, { weight: 1, arbitrary: maxPayloadArb }),
 });
 
-const smallFrameArb: fc.Arbitrary<Frame> = fc.record({ type: frameTypeArb, payload: smallPayloadArb });
+const smallFrameArb: fc.Arbitrary<Frame> = fc.record({ type: framedTypeArb, payload: smallPayloadArb });
 
 function encodeAll(frames: readonly Frame[]): Buffer {
   return Buffer.concat(frames.map((frame) => encodeFrame(frame.type, frame.payload)));
@@ -57,7 +60,7 @@ function frameMismatch(actual: readonly Frame[], expected: readonly Frame[]): st
     const got = actual[index];
     const want = expected[index];
     if (!got || !want) return `${actual.length} frames instead of ${expected.length}`;
-    if (got.type !== want.type || !Buffer.isBuffer(got.payload) || !got.payload.equals(want.payload)) {
+    if (got.type !== want.type || !Buffer.isBuffer(got.payload) || !got.payload.equals(want.payload) || got.rawLength !== want.rawLength) {
       return `frame ${index} is ${frameTypeName(got.type)} ${hexOf(got.payload, 64)} instead of ${frameTypeName(want.type)} ${hexOf(want.payload, 64)}`;
     }
   }
@@ -75,6 +78,8 @@ interface ReferenceDecoding {
   ends: number[];
   /** How many bytes must be in when the decoder throws, if the input is bad. */
   errorAt?: number;
+  /** Set when the last frame is a Data frame: every byte after it is raw data, not frames. */
+  rawFollows?: boolean;
 }
 
 /**
@@ -90,6 +95,13 @@ function referenceDecode(bytes: Buffer, maxPayload: number): ReferenceDecoding {
     if (!KNOWN_TYPES.has(type)) return { ...result, errorAt: offset + 1 };
     if (bytes.length - offset < FRAME_HEADER_BYTES) break;
     const length = bytes.readUInt32BE(offset + 1);
+    if (type === FrameType.Data) {
+      // A Data frame's limit is its own, and what follows its header is not for the decoder.
+      if (length > MAX_DATA_FRAME) return { ...result, errorAt: offset + FRAME_HEADER_BYTES };
+      result.frames.push({ type: FrameType.Data, payload: Buffer.alloc(0), rawLength: length });
+      result.ends.push(offset + FRAME_HEADER_BYTES);
+      return { ...result, rawFollows: true };
+    }
     if (length > maxPayload) return { ...result, errorAt: offset + FRAME_HEADER_BYTES };
     const end = offset + FRAME_HEADER_BYTES + length;
     if (end > bytes.length) break;
@@ -202,8 +214,10 @@ describe('FrameDecoder properties', () => {
                 `after ${fed} bytes: ${decoded.length} frames and ${decoder.bufferedBytes} bytes buffered, expected ${complete} and ${unread}; ${context()}`,
               );
             }
+            // After a Data frame the bytes are the caller's to take; a real caller would read them now.
+            if (decoded.at(-1)?.type === FrameType.Data) break;
           }
-          if (expected.errorAt !== undefined && !threw) throw new Error(`never threw; ${context()}`);
+          if (expected.errorAt !== undefined && !threw && decoded.at(-1)?.type !== FrameType.Data) throw new Error(`never threw; ${context()}`);
           const mismatch = frameMismatch(decoded, expected.frames.slice(0, decoded.length));
           if (mismatch) throw new Error(`${mismatch}; ${context()}`);
         },
@@ -215,7 +229,7 @@ describe('FrameDecoder properties', () => {
     fc.assert(
       fc.property(
         fc.array(smallFrameArb, { maxLength: 3 }),
-        frameTypeArb,
+        framedTypeArb,
         fc.oneof(fc.constantFrom(MAX_FRAME_PAYLOAD + 1, 2 ** 32 - 1), fc.integer({ min: MAX_FRAME_PAYLOAD + 1, max: 2 ** 32 - 1 })),
         fc.uint8Array({ maxLength: 100 }),
         chunkingArb,
@@ -300,6 +314,44 @@ describe('FrameDecoder properties', () => {
           const mismatch = frameMismatch(decoded, frames);
           if (mismatch) throw new Error(`${mismatch}; ${context()}`);
           expect(hexOf(Buffer.concat(decoder.takeRemainder())), context()).toBe(hexOf(raw));
+        },
+      ),
+    );
+  });
+
+  it('returns a Data frame from its 5 header bytes alone and leaves the bytes after it, however frame-like, to the caller', () => {
+    fc.assert(
+      fc.property(
+        fc.array(smallFrameArb, { maxLength: 4 }),
+        fc.oneof(fc.integer({ min: 0, max: 64 }), fc.integer({ min: 0, max: MAX_DATA_FRAME }), fc.constantFrom(MAX_DATA_FRAME, MAX_DATA_FRAME + 1, 2 ** 32 - 1)),
+        fc.array(smallFrameArb, { maxLength: 3 }),
+        chunkingArb,
+        (before, length, after, chunking) => {
+          const prefix = encodeAll(before);
+          const tail = encodeAll(after);
+          const wire = Buffer.concat([prefix, dataFrameHeader(length), tail]);
+          const chunks = cut(wire, chunking);
+          const context = () => `Data of ${length} after ${before.length} frames; input ${hexOf(wire)} in ${describeChunks(chunks)}`;
+          const decoder = new FrameDecoder();
+          const decoded: Frame[] = [];
+          let error: unknown;
+          try {
+            for (const chunk of chunks) {
+              // Once the Data frame is out, what comes is the caller's raw data: kept, not decoded.
+              if (decoded.at(-1)?.type === FrameType.Data) decoder.append(chunk);
+              else decoded.push(...decoder.push(chunk));
+            }
+          } catch (caught) {
+            error = caught;
+          }
+          if (length > MAX_DATA_FRAME) {
+            expect(error, context()).toBeInstanceOf(ProtocolError);
+            return;
+          }
+          expect(error, context()).toBeUndefined();
+          const mismatch = frameMismatch(decoded, [...before, { type: FrameType.Data, payload: Buffer.alloc(0), rawLength: length }]);
+          if (mismatch) throw new Error(`${mismatch}; ${context()}`);
+          expect(hexOf(Buffer.concat(decoder.takeRemainder())), context()).toBe(hexOf(tail));
         },
       ),
     );

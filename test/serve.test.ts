@@ -141,7 +141,7 @@ describe('serve() (library)', () => {
     await holder.write(headerFrame({ name: 'slow.bin', size: 4 }));
     await holder.nextFrame(FrameType.Accept);
     const source = await randomFile(outbox, 'next.bin', 100);
-    await expect(sendTo(box.port, source)).rejects.toMatchObject({ reason: 'busy', message: expect.stringMatching(/busy \(1 transfers in progress/) });
+    await expect(sendTo(box.port, source)).rejects.toMatchObject({ reason: 'busy', message: expect.stringMatching(/the receiver refused the file: the receiver is busy \(1 transfer in progress/) });
     await holder.write(Buffer.concat([Buffer.from('abcd'), jsonFrame(FrameType.Trailer, { hash: 'sha256', digest: sha256(Buffer.from('abcd')) })]));
     await holder.nextFrame(FrameType.Receipt);
     await expect.poll(() => box.receiver.activeTransfers).toBe(0);

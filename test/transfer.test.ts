@@ -328,7 +328,7 @@ describe('connections that are not transfers', () => {
     await peer.write(jsonFrame(FrameType.Ping, { message: 'hello' }));
     const pong = parseFrame(await peer.nextFrame(FrameType.Pong));
     expect(pong.reply).toMatch(/^\[\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\] hello$/);
-    expect(pong.version).toBe(1);
+    expect(pong.version).toBe(2);
     await sendTo(receiver.port, source);
     await expect(receiver.result).resolves.toMatchObject({ bytes: 100 });
   });

@@ -13,7 +13,8 @@
  */
 import { dirname } from 'node:path';
 import type { Server, Socket } from 'node:net';
-import { InterruptedError, isFtxError, LocalIoError, TimeoutError, type FtxError } from '../errors.js';
+import { InterruptedError, isFtxError, LocalIoError, TimeoutError, UsageError, type FtxError } from '../errors.js';
+import type { DigestName } from '../digest/registry.js';
 import type { Protocol } from '../protocol/messages.js';
 import { receiveConnection, type ReceivedFile } from '../receiver.js';
 import { refuseConnection } from '../handshake.js';
@@ -22,13 +23,30 @@ import { Admission } from '../transport/admission.js';
 import { addressesToAnnounce, formatHostPort, listen, remoteOf } from '../transport/tcp.js';
 import { silentLog } from '../util/log.js';
 import { DEFAULT_PORT } from '../defaults.js';
+import { foldsCase } from '../fs/case-folding.js';
+import type { EntryOutcome } from '../session/receive-session.js';
+import { sessionFailure } from '../session/verdict.js';
 import { guarded } from './callbacks.js';
 import { whenAborted } from '../util/timers.js';
 import { checkTarget, connectionOptions, perHostConnections, sweepLeftovers, takeConnection, type ReceivingOptions } from './receiving.js';
 
 export interface ReceiveOptions extends ReceivingOptions {
-  /** A file path, or an existing folder where the file is stored under the sender's name (default: the current folder). A trailing slash says it must be a folder. */
+  /**
+   * A file path (one file), or an existing folder where what is sent is stored under the
+   * sender's names: a file, or a session's files and folders (default: the current
+   * folder). A trailing slash says it must be a folder.
+   */
   target?: string | undefined;
+  /**
+   * Write the one incoming file or stream to this stream instead (`ftx recv -`): not
+   * staged, so a digest mismatch is known only at the end (`done` rejects); a consumer
+   * must wait for `done` before trusting the bytes.
+   */
+  output?: NodeJS.WritableStream | undefined;
+  /** A session's entry is done: stored, refused, or failed. */
+  onEntry?: ((entry: EntryOutcome & { peer: string }) => void) | undefined;
+  /** A session was accepted (files and folders are coming): how many entries and bytes, when its sender knows. */
+  onSession?: ((session: { peer: string; entries: number | null; bytes: number | null; hash: DigestName }) => void) | undefined;
   /** Called once a file is accepted, before its bytes arrive. */
   onStart?: ((transfer: { name: string; path: string; size: number; peer: string; protocol: Protocol }) => void) | undefined;
   /** Called as the file's bytes arrive. */
@@ -67,10 +85,15 @@ export interface ReceiveHandle {
 /** Listens for one file. Resolves once listening (the sender may connect from then on). */
 export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHandle> {
   options.signal?.throwIfAborted();
+  if (options.output && options.target !== undefined) throw new UsageError('give either target or output, not both: output writes the one incoming file to a stream instead of a target');
   const log = options.log ?? silentLog;
   const perConnection = connectionOptions('', options);
-  const { target, isFolder } = await checkTarget(options.target ?? '.', perConnection.onConflict !== 'refuse');
+  const { target, isFolder } = options.output ? { target: '-', isFolder: false } : await checkTarget(options.target ?? '.', perConnection.onConflict !== 'refuse');
   perConnection.target = target;
+  if (options.output) perConnection.output = { stream: options.output, label: '-' };
+  if (isFolder) perConnection.foldsCase = await foldsCase(target);
+  const onSession = guarded(log, 'onSession', options.onSession);
+  const onEntry = guarded(log, 'onEntry', options.onEntry);
   const onStart = guarded(log, 'onStart', options.onStart);
   const onProgress = guarded(log, 'onProgress', options.onProgress);
   const onStray = guarded(log, 'onStray', options.onStray);
@@ -114,15 +137,17 @@ export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHand
       log.debug({ peer, direct: taken.source !== undefined }, 'connection');
       let carriesTheFile = false;
       const policy: ConnectionPolicy = {
-        claim: () => {
-          if (claimed) return { reason: 'busy', message: 'the receiver is busy with another file; try again when it is done' };
+        claimSlot: () => {
+          if (claimed) return { reason: 'busy', message: 'the receiver is busy with another transfer; try again when it is done' };
           claimed = true;
           return undefined;
         },
         // Refused before its Accept (say its temporary file could not be created): free again.
-        release: () => {
+        releaseSlot: () => {
           if (!carriesTheFile) claimed = false;
         },
+        claim: () => undefined,
+        release: () => {},
       };
       let total = 0;
       const handled = receiveConnection(
@@ -138,11 +163,23 @@ export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHand
             onStart?.(transfer);
           },
           onProgress: onProgress && ((bytes) => onProgress({ bytes, total })),
+          onSession: (session) => {
+            carriesTheFile = true;
+            total = session.bytes ?? 0;
+            onSession?.(session);
+          },
+          onEntry: onEntry && ((entry) => onEntry({ ...entry, peer })),
         },
         policy,
       ).then(
         (outcome) => {
           if (outcome.kind === 'file') finish(() => resolve(outcome.result));
+          else if (outcome.kind === 'session') {
+            const failure = sessionFailure(outcome.result.session);
+            // A session of one file that was refused is a refused sender: keep waiting.
+            if (!carriesTheFile && failure) onStray?.({ kind: 'failed', peer, error: failure });
+            else finish(() => (failure ? reject(failure) : resolve(outcome.result)));
+          }
           else onStray?.(outcome.kind === 'ping' ? { kind: 'ping', peer, message: outcome.message } : { kind: 'silent', peer });
         },
         (error: unknown) => {
@@ -174,7 +211,7 @@ export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHand
   done.catch(() => {}); // The caller may never await it (close() alone is enough).
 
   // A folder target's leftovers are inside it; a file target's, beside it.
-  await sweepLeftovers(isFolder ? target : dirname(target), options).catch(() => {});
+  if (!options.output) await sweepLeftovers(isFolder ? target : dirname(target), options).catch(() => {});
   const { address, port } = server.address() as { address: string; port: number };
   return {
     port,

@@ -48,7 +48,7 @@ export interface ReceivingOptions {
 }
 
 /** The per-connection options a receiver's settings make, checked. */
-export function connectionOptions(target: string, options: ReceivingOptions): Omit<ConnectionOptions, 'signal' | 'onOpened' | 'onStart' | 'onProgress'> {
+export function connectionOptions(target: string, options: ReceivingOptions): Omit<ConnectionOptions, 'signal' | 'onOpened' | 'onStart' | 'onProgress' | 'onSession' | 'onEntry'> {
   if (options.port !== undefined) validatePort('port', options.port, true);
   if (options.onConflict !== undefined && !CONFLICT_POLICIES.includes(options.onConflict)) {
     throw new UsageError(`onConflict must be one of ${CONFLICT_POLICIES.join(', ')}, not ${String(options.onConflict)}`);

@@ -4,24 +4,37 @@
  */
 import { DEFAULT_TIMEOUT_MS } from '../defaults.js';
 import { DIGEST_NAMES, isDigestName, type DigestName } from '../digest/registry.js';
-import { UsageError } from '../errors.js';
+import { stat } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { LocalIoError, UsageError } from '../errors.js';
 import { silentLog } from '../util/log.js';
 import { guarded } from './callbacks.js';
 import { openSource } from '../fs/source.js';
 import type { Protocol } from '../protocol/messages.js';
-import { sendOverConnection, type SentFile } from '../sender.js';
+import { sendOverConnection, type SendPlan, type SentFile } from '../sender.js';
+import type { OutgoingItem, SentEntry } from '../session/send-session.js';
+import { SKIP_REASONS, walk, type TreeTotals, type WalkEntry, type WalkSkip } from '../fs/walk.js';
+import { problemWithName } from '../fs/names.js';
 import { connect, formatHostPort } from '../transport/tcp.js';
 import type { Log } from '../util/log.js';
 import { resolveDestination, validateTimeout, type Destination } from './options.js';
 
 export interface SendOptions {
-  /** The file to send: a regular file (a folder, a pipe or a device is refused with LocalIoError). */
-  path: string;
+  /**
+   * What to send: a file, a folder (recursively), or several of them in one session (each
+   * lands under its own name on the receiver). Exactly one of `path`, `paths` and `stream`.
+   */
+  path?: string | undefined;
+  paths?: readonly string[] | undefined;
+  /** A stream of unknown size (a pipe: `pg_dump | ftx send -`), sent under `name`. Needs a receiver of ftx 0.2 or newer. */
+  stream?: Readable | undefined;
   /** The receiver: "host", "host:port", "[ipv6]:port", or { host, port }. The port defaults to 9999. */
   to: Destination;
-  /** Announce the file under this name (default: the file's own base name). */
+  /** Announce a single file or a stream under this name (default: the file's own base name; required for a stream). */
   name?: string | undefined;
-  /** The digest both ends compute and compare (default 'sha256'). */
+  /** Folders: send what a symbolic link points to instead of skipping the link (default false). */
+  followSymlinks?: boolean | undefined;
+  /** The digest both ends compute and compare (default: BLAKE3, or SHA-256 for receivers that predate it). */
   hash?: DigestName | undefined;
   /** Give up when the receiver sends nothing for this long (TimeoutError), and when connecting takes this long (ConnectError), in ms (default 30000; 0: never). */
   timeoutMs?: number | undefined;
@@ -35,50 +48,124 @@ export interface SendOptions {
   signal?: AbortSignal | undefined;
   /** Where diagnostic lines go (debug details, warnings such as an unverified classic receiver); none by default. */
   log?: Log | undefined;
-  /** Called once the receiver accepted the file, before its first byte is sent. */
+  /** Called once the receiver accepted the file or session, before the first byte of data. `size`: the bytes to send, when known (0 for a folder or a stream). */
   onStart?: ((transfer: { size: number; protocol: Protocol; peer: string }) => void) | undefined;
-  /** Called as the file is read into the connection. */
+  /** Called as data is read into the connection; `total` is 0 when not known (folders, streams: see `totals`). */
   onProgress?: ((progress: { bytes: number; total: number }) => void) | undefined;
+  /** Folders and several files: each entry's outcome, as it is known (stored, refused, failed, or skipped here: a symbolic link, a device). */
+  onEntry?: ((entry: SentEntry) => void) | undefined;
+  /**
+   * Totals announced to the receiver for a session, so both ends can show progress: what
+   * countTree() returns for the same paths and followSymlinks can be passed as it is.
+   */
+  totals?: Pick<TreeTotals, 'files' | 'folders' | 'bytes'> | undefined;
 }
 
 export interface SendResult extends SentFile {
-  /** The file that was sent. */
+  /** What was sent: the file, the paths joined by ", ", or "-" for a stream. */
   path: string;
 }
 
 /**
- * Sends one file and resolves once the receiver has confirmed it: complete, checked
- * against the digest, and durable under its final name (`result.name`). Against a
- * classic tutorial receiver, which confirms nothing, it resolves with `verified: false`
- * (or fails with UnverifiedError when `verifiedOnly`). Rejects with an FtxError.
+ * Sends and resolves once the receiver has confirmed everything: each file complete,
+ * checked against its digest, and durable under its final name (`result.name` for one
+ * file). Against a classic tutorial receiver, which confirms nothing, one file resolves
+ * with `verified: false` (or fails with UnverifiedError when `verifiedOnly`). A session
+ * in which some entries failed rejects with PartialError (which lists them); one of a
+ * single entry, with that entry's error. Rejects with an FtxError.
  */
 export async function send(options: SendOptions): Promise<SendResult> {
   const destination = resolveDestination(options.to);
   const timeoutMs = validateTimeout('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
   if (options.hash !== undefined && !isDigestName(options.hash)) throw new UsageError(`hash must be one of ${DIGEST_NAMES.join(', ')}, not ${String(options.hash)}`);
+  const what = [options.path, options.paths, options.stream].filter((given) => given !== undefined).length;
+  if (what !== 1) throw new UsageError('send() needs exactly one of path, paths and stream');
+  const paths = options.paths ?? (options.path === undefined ? [] : [options.path]);
+  if (options.paths && paths.length === 0) throw new UsageError('paths is empty: give at least one file or folder to send');
   const log = options.log ?? silentLog;
   const onStart = guarded(log, 'onStart', options.onStart);
   const onProgress = guarded(log, 'onProgress', options.onProgress);
-  const source = await openSource(options.path, options.name);
+  const onEntry = guarded(log, 'onEntry', options.onEntry);
+  const plan = await planSend(options, paths);
+  const total = plan.single?.size ?? options.totals?.bytes ?? 0;
   try {
     const socket = await connect(destination, { timeoutMs, signal: options.signal });
     const peer = formatHostPort(destination);
     options.log?.debug({ destination: peer }, 'connected');
     try {
-      const sent = await sendOverConnection(socket, source, {
+      const sent = await sendOverConnection(socket, plan, {
         idleTimeoutMs: timeoutMs,
         hash: options.hash,
         verifiedOnly: options.verifiedOnly,
         signal: options.signal,
         log: options.log,
-        onStart: ({ size, protocol }) => onStart?.({ size, protocol, peer }),
-        onProgress: onProgress && ((bytes) => onProgress({ bytes, total: source.size })),
+        onStart: ({ protocol }) => onStart?.({ size: total, protocol, peer }),
+        onProgress: onProgress && ((bytes) => onProgress({ bytes, total })),
+        onEntry,
       });
-      return { ...sent, peer, path: source.path };
+      return { ...sent, peer, path: options.stream ? '-' : paths.join(', ') };
     } finally {
       socket.destroy();
     }
   } finally {
-    await source.handle.close();
+    await plan.single?.handle.close();
+  }
+}
+
+/**
+ * One regular file is opened now (a receiver of protocol 1 can take it too); anything
+ * else is a session only, walked as it is sent (fs/walk.ts checks the roots first).
+ */
+async function planSend(options: SendOptions, paths: readonly string[]): Promise<SendPlan> {
+  if (options.stream) {
+    const name = options.name;
+    if (name === undefined || name === '') throw new UsageError('a stream needs a name to be stored under (name)');
+    const problem = problemWithName(name);
+    if (problem) throw new LocalIoError(`cannot send under the name ${JSON.stringify(name)}: ${problem}`, { remedy: 'rename' });
+    const stream = options.stream;
+    return { session: () => ({ entries: 1, bytes: null, items: streamItems(name, stream) }) };
+  }
+  const only = paths.length === 1 ? (paths[0] as string) : undefined;
+  const isFile = only !== undefined && (await stat(only).then((stats) => stats.isFile(), () => false));
+  if (options.name !== undefined && !isFile) {
+    if (only === undefined) throw new UsageError('name renames a single file or a stream; several paths are sent under their own names');
+    // Not a file: let openSource say what it is (missing, a folder, a pipe).
+    if (!(await stat(only).then((stats) => stats.isDirectory(), () => false))) await openSource(only, options.name);
+    throw new UsageError(`name renames a single file or a stream; the folder ${only} is sent under its own name`);
+  }
+  if (only !== undefined && isFile) {
+    const single = await openSource(only, options.name);
+    const item: OutgoingItem = { kind: 'file', path: single.name, absolute: single.path, size: single.size, mode: single.mode, mtimeMs: single.mtimeMs };
+    return { single, session: () => ({ entries: 1, bytes: single.size, items: oneItem(item) }) };
+  }
+  const walked = walk(paths, { followSymlinks: options.followSymlinks === true });
+  // The roots are checked before the first entry comes out: a missing one fails now.
+  const first = await walked.next();
+  return {
+    session: () => ({
+      entries: options.totals ? options.totals.files + options.totals.folders : null,
+      bytes: options.totals?.bytes ?? null,
+      items: walkItems(first, walked),
+    }),
+  };
+}
+
+async function* oneItem(item: OutgoingItem): AsyncGenerator<OutgoingItem> {
+  yield item;
+}
+
+async function* streamItems(name: string, stream: Readable): AsyncGenerator<OutgoingItem> {
+  yield { kind: 'stream', path: name, stream };
+}
+
+/** Skips that lose data (an unreadable file, a name that cannot be sent) count as failures; links and devices are only warnings. */
+const HARMLESS_SKIPS = new Set<string>([SKIP_REASONS.symlink, SKIP_REASONS.brokenSymlink, SKIP_REASONS.fifo, SKIP_REASONS.device, SKIP_REASONS.socket, SKIP_REASONS.loop, SKIP_REASONS.vanished]);
+
+async function* walkItems(first: IteratorResult<WalkEntry | WalkSkip>, rest: AsyncGenerator<WalkEntry | WalkSkip>): AsyncGenerator<OutgoingItem> {
+  for (let next = first; !next.done; next = await rest.next()) {
+    const found = next.value;
+    if (found.kind === 'skipped') yield { kind: 'skipped', path: found.path, reason: found.reason, failed: !HARMLESS_SKIPS.has(found.reason) };
+    else if (found.kind === 'dir') yield { kind: 'dir', path: found.path, absolute: found.absolute, mode: found.mode, mtimeMs: found.mtimeMs };
+    else yield { kind: 'file', path: found.path, absolute: found.absolute, size: found.size, mode: found.mode, mtimeMs: found.mtimeMs };
   }
 }

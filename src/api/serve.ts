@@ -25,12 +25,14 @@ import { caseFoldKey } from '../fs/names.js';
 import { refuseConnection } from '../handshake.js';
 import type { Protocol } from '../protocol/messages.js';
 import { receiveConnection, type ConnectionOptions, type ReceivedFile } from '../receiver.js';
+import type { EntryOutcome } from '../session/receive-session.js';
+import { sessionFailure } from '../session/verdict.js';
 import type { ConnectionPolicy, Refusal, TransferRequest } from '../session/policy.js';
 import { adjustCount, Admission, type Ticket } from '../transport/admission.js';
 import { addressesToAnnounce, formatHostPort, listen, remoteOf } from '../transport/tcp.js';
 import { silentLog, type Log } from '../util/log.js';
 import { whenAborted, within } from '../util/timers.js';
-import { formatBytes } from '../util/units.js';
+import { formatBytes, plural } from '../util/units.js';
 import { validateCount, validateTimeout } from './options.js';
 import { connectionOptions, perHostConnections, requireWritable, sweepLeftovers, takeConnection, type ReceivingOptions } from './receiving.js';
 
@@ -59,7 +61,9 @@ export interface ServeOptions extends ReceivingOptions {
   onTransferStart?: ((transfer: TransferInfo) => void) | undefined;
   /** A transfer's bytes arrive. */
   onTransferProgress?: ((progress: { id: number; bytes: number; total: number }) => void) | undefined;
-  /** A file is stored: complete, verified, durable under `path`. */
+  /** A session's entry is done (stored, refused or failed). */
+  onEntry?: ((entry: EntryOutcome & { peer: string; id: number }) => void) | undefined;
+  /** A file is stored: complete, verified, durable under `path`; or a session has ended (see its `session` counts: some entries may have failed). */
   onTransferDone?: ((transfer: ReceivedFile & { id: number }) => void) | undefined;
   /** A sender's file was refused, or its transfer failed (`accepted`: after its Accept, when its partial file was removed). */
   onTransferFailed?: ((failure: { id: number; peer: string; error: FtxError; accepted: boolean }) => void) | undefined;
@@ -76,6 +80,8 @@ export interface TransferInfo {
   path: string;
   size: number;
   protocol: Protocol;
+  /** A session (files and folders): its entries, when its sender knows; `name` is then empty and `path` the served folder. */
+  entries?: number | null | undefined;
 }
 
 export type ConnectionEvent =
@@ -157,7 +163,9 @@ export class ServeReceiver {
   readonly #log: Log;
   readonly #admission: Admission;
   readonly #connections = new Map<number, LiveConnection>();
-  /** Transfers in flight (each knows what it still has to write), with the key of their path. */
+  /** Transfer slots held: a file (protocol 1) or a session (protocol 2) each. */
+  #slots = 0;
+  /** Files being written (each knows what it still has to write), with the key of their path. */
   readonly #inFlight = new Map<TransferRequest, string>();
   /** Target path key -> transfers writing it (more than one only under overwrite). */
   readonly #pathsInFlight = new Map<string, number>();
@@ -195,7 +203,7 @@ export class ServeReceiver {
   }
 
   get activeTransfers(): number {
-    return this.#inFlight.size;
+    return this.#slots;
   }
 
   async shutdown(graceMs: number, reason = new InterruptedError('the receiver is shutting down')): Promise<number> {
@@ -257,11 +265,28 @@ export class ServeReceiver {
         this.#notify(() => this.#options.onTransferStart?.({ ...transfer, id }));
       },
       onProgress: this.#options.onTransferProgress && ((bytes) => this.#notify(() => this.#options.onTransferProgress?.({ id, bytes, total }))),
+      foldsCase: this.#foldsCase,
+      onSession: (session) => {
+        live.transferring = true;
+        total = session.bytes ?? 0;
+        this.#notify(() =>
+          this.#options.onTransferStart?.({ id, peer, name: '', path: this.#options.folder, size: total, protocol: 'ftx', entries: session.entries }),
+        );
+      },
+      onEntry: this.#options.onEntry && ((entry) => this.#notify(() => this.#options.onEntry?.({ ...entry, peer, id }))),
     };
     live.handled = receiveConnection(live.socket, options, this.#policy(ticket))
       .then(
         (outcome) => {
-          if (outcome.kind === 'file') this.#notify(() => this.#options.onTransferDone?.({ ...outcome.result, id }));
+          if (outcome.kind === 'session' && outcome.result.session.entries === 1) {
+            // One file in a session: reported as protocol 1's transfers are.
+            const failure = sessionFailure(outcome.result.session);
+            if (failure) {
+              this.#notify(() => this.#options.onTransferFailed?.({ id, peer, error: failure, accepted: live.transferring }));
+              return;
+            }
+          }
+          if (outcome.kind === 'file' || outcome.kind === 'session') this.#notify(() => this.#options.onTransferDone?.({ ...outcome.result, id }));
           else if (outcome.kind === 'ping') this.#notify(() => this.#options.onConnection?.({ kind: 'ping', id, peer, message: outcome.message }));
           else this.#notify(() => this.#options.onConnection?.({ kind: 'silent', id, peer }));
         },
@@ -291,15 +316,28 @@ export class ServeReceiver {
     const host = ticket.host;
     const maxTransfers = this.#options.maxTransfers ?? DEFAULT_MAX_TRANSFERS;
     const perHost = this.#options.perHostTransfers ?? DEFAULT_PER_HOST_TRANSFERS;
+    let holdsSlot = false;
     return {
-      claim: (request: TransferRequest): Refusal | undefined => {
+      claimSlot: (): Refusal | undefined => {
         if (this.#stopping) return { reason: 'busy', message: 'the receiver is shutting down; try again later' };
-        if (this.#inFlight.size >= maxTransfers) {
-          return { reason: 'busy', message: `the receiver is busy (${this.#inFlight.size} transfers in progress, its limit); try again later` };
+        if (this.#slots >= maxTransfers) {
+          return { reason: 'busy', message: `the receiver is busy (${plural(this.#slots, 'transfer')} in progress, its limit); try again later` };
         }
         if ((this.#transfersPerHost.get(host) ?? 0) >= perHost) {
-          return { reason: 'busy', message: `your address already has ${perHost} transfers in progress, its limit; try again when one has finished` };
+          return { reason: 'busy', message: `your address already has ${plural(perHost, 'transfer')} in progress, its limit; try again when one has finished` };
         }
+        holdsSlot = true;
+        this.#slots += 1;
+        adjustCount(this.#transfersPerHost, host, +1);
+        return undefined;
+      },
+      releaseSlot: () => {
+        if (!holdsSlot) return;
+        holdsSlot = false;
+        this.#slots -= 1;
+        adjustCount(this.#transfersPerHost, host, -1);
+      },
+      claim: (request: TransferRequest): Refusal | undefined => {
         const pathKey = this.#pathKey(request.path);
         if (this.#pathsInFlight.has(pathKey) && this.#perConnection.onConflict !== 'overwrite') {
           return { reason: 'exists', message: 'a file of that name is being received right now' };
@@ -308,7 +346,6 @@ export class ServeReceiver {
           return { reason: 'no-space', message: `not enough free space on the receiver for ${formatBytes(request.size)} besides the transfers in progress; try again later` };
         }
         this.#inFlight.set(request, pathKey);
-        adjustCount(this.#transfersPerHost, host, +1);
         adjustCount(this.#pathsInFlight, pathKey, +1);
         return undefined;
       },
@@ -316,7 +353,6 @@ export class ServeReceiver {
         const pathKey = this.#inFlight.get(request);
         if (pathKey === undefined) return;
         this.#inFlight.delete(request);
-        adjustCount(this.#transfersPerHost, host, -1);
         adjustCount(this.#pathsInFlight, pathKey, -1);
       },
       isInFlight: (path) => this.#pathsInFlight.has(this.#pathKey(path)),

@@ -4,9 +4,11 @@
  * and returns the summary that --json prints. main.ts owns parsing, signals and exit
  * codes; this file is loaded only when a command runs.
  */
+import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import {
   blake3Engine,
+  countTree,
   enableGarbageNudges,
   InterruptedError,
   ping,
@@ -50,9 +52,10 @@ export interface RecvArgs extends CommonArgs {
 }
 
 export interface SendArgs extends CommonArgs {
-  file: string;
-  destination: string;
+  /** What to send, then the destination last. */
+  paths: string[];
   name: string | undefined;
+  'follow-symlinks': boolean;
   'verified-only': boolean;
   hash: DigestName | undefined;
 }
@@ -78,13 +81,24 @@ export async function runRecv(args: RecvArgs, output: Output, signal: AbortSigna
   enableGarbageNudges();
   reportDigestEngine(output);
   let progress: Progress | undefined;
+  const toStdout = args.target === '-';
   const receiver = await receive({
-    target: args.target,
+    ...(toStdout ? { output: process.stdout } : { target: args.target }),
     ...receivingOptions(args, output),
     signal,
     onStart: ({ name, path, size, peer }) => {
       output.log.info({ event: 'receiving', peer, name, path, size }, `receiving ${name} (${formatBytes(size)}) from ${peer}`);
       progress = output.startProgress(size, 'recv');
+    },
+    onSession: ({ peer, entries, bytes }) => {
+      const what = entries === null ? 'a session' : entries === 1 ? 'one entry' : `${entries.toLocaleString('en-US')} entries`;
+      output.log.info({ event: 'receiving', peer, entries, bytes }, `receiving ${what}${bytes === null ? '' : ` (${formatBytes(bytes)})`} from ${peer}`);
+      progress = output.startProgress(bytes ?? 0, 'recv', { unknownTotal: bytes === null, ...(entries !== null && entries > 1 ? { files: entries } : {}) });
+    },
+    onEntry: (entry) => {
+      progress?.fileDone();
+      if (entry.outcome === 'stored') output.log.debug({ event: 'entry-stored', path: entry.path, storedAs: entry.storedAs, bytes: entry.bytes }, `stored ${entry.storedAs ?? entry.path}`);
+      else output.log.warn({ event: `entry-${entry.outcome}`, path: entry.path, code: entry.error?.code }, `${entry.outcome === 'refused' ? 'refused' : 'failed'}: ${entry.path}: ${entry.error ? describeFailure(entry.error, 'receiver') : ''}`);
     },
     onProgress: ({ bytes }) => progress?.update(bytes),
     onStray: (stray) => {
@@ -102,15 +116,17 @@ export async function runRecv(args: RecvArgs, output: Output, signal: AbortSigna
     announceListening(args, output, receiver);
     const result = await receiver.done;
     progress?.stop();
-    output.log.info(
-      { event: 'received', ...result },
-      `saved ${result.path} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${formatRate(result.bytes, result.seconds)}), ${result.hash} ${result.digest}`,
-    );
+    const session = result.session;
+    const several = session !== undefined && (session.files !== 1 || session.folders > 0);
+    const what = several ? `${plural(session.files, 'file')} and ${plural(session.folders, 'folder')} under ${result.path}` : toStdout ? 'the data to stdout' : result.path;
+    const digest = several ? `each verified with ${result.hash}` : `${result.hash} ${result.digest}`;
+    output.log.info({ event: 'received', ...result }, `saved ${what} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${formatRate(result.bytes, result.seconds)}), ${digest}`);
     return {
       protocol: result.protocol,
       path: result.path,
       bytes: result.bytes,
-      ...digestFields(result),
+      ...(several ? { hash: result.hash } : digestFields(result)),
+      ...(session ? { files: session.files, folders: session.folders, failed: session.failed } : {}),
       seconds: round(result.seconds),
       bytesPerSecond: bytesPerSecond(result.bytes, result.seconds),
       peer: result.peer,
@@ -178,15 +194,30 @@ export async function runServe(args: RecvArgs, output: Output, interruption: Int
     maxTransfers: args['max-conns'],
     perHostTransfers: args['per-host-transfers'],
     ...receivingOptions(args, output),
-    onTransferStart: ({ id, peer, name, size, protocol }) => {
-      output.log.info({ event: 'transfer-start', id, peer, name, size, protocol }, `#${id} receiving ${name} (${formatBytes(size)}) from ${peer}`);
-      board?.add(id, `#${id} ${name}`, size);
+    onTransferStart: ({ id, peer, name, size, protocol, entries }) => {
+      const what = entries === undefined ? name : entries === null ? 'a session' : entries === 1 ? 'one entry' : `${entries.toLocaleString('en-US')} entries`;
+      output.log.info({ event: 'transfer-start', id, peer, name, size, protocol, entries }, `#${id} receiving ${what} (${formatBytes(size)}) from ${peer}`);
+      board?.add(id, `#${id} ${entries === undefined ? name : 'session'}`, size);
+    },
+    onEntry: (entry) => {
+      if (entry.outcome === 'stored') output.log.debug({ event: 'entry-stored', id: entry.id, path: entry.path, storedAs: entry.storedAs }, `#${entry.id} stored ${entry.storedAs ?? entry.path}`);
+      else quieted('info', { event: `entry-${entry.outcome}`, id: entry.id, peer: entry.peer, path: entry.path, code: entry.error?.code }, `#${entry.id} ${entry.outcome}: ${entry.path}: ${entry.error ? describeFailure(entry.error, 'receiver') : ''}`);
     },
     onTransferProgress: ({ id, bytes }) => board?.update(id, bytes),
     onTransferDone: (result) => {
-      stats.stored += 1;
+      stats.stored += result.session ? result.session.files : 1;
       stats.bytes += result.bytes;
       board?.remove(result.id, true);
+      const session = result.session;
+      if (session && (session.files !== 1 || session.folders > 0 || session.failed > 0)) {
+        stats.failed += session.failed;
+        const level = session.failed > 0 ? 'warn' : 'info';
+        output.log[level](
+          { event: 'session-done', id: result.id, peer: result.peer, files: session.files, folders: session.folders, failed: session.failed, bytes: result.bytes, seconds: round(result.seconds) },
+          `#${result.id} stored ${plural(session.files, 'file')} and ${plural(session.folders, 'folder')} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s) from ${result.peer}${session.failed > 0 ? `; ${session.failed} failed` : ''}`,
+        );
+        return;
+      }
       output.log.info(
         { event: 'transfer-done', id: result.id, peer: result.peer, name: basename(result.path), path: result.path, bytes: result.bytes, ...digestFields(result), seconds: round(result.seconds), protocol: result.protocol },
         `#${result.id} stored ${result.path} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s) from ${result.peer}`,
@@ -249,12 +280,22 @@ export async function runServe(args: RecvArgs, output: Output, interruption: Int
 
 export async function runSend(args: SendArgs, output: Output, signal: AbortSignal): Promise<Summary> {
   if (args.hash === undefined || args.hash === 'blake3') reportDigestEngine(output);
+  const sources = args.paths.slice(0, -1).map(String);
+  const destination = String(args.paths[args.paths.length - 1]);
+  const fromStdin = sources.length === 1 && sources[0] === '-';
+  const single = !fromStdin && sources.length === 1 && (await isRegularFile(sources[0] as string));
+  // A progress display wants totals: count the tree first (on a terminal only; scripts skip the walk).
+  const followSymlinks = args['follow-symlinks'];
+  const totals = output.showsProgress && !fromStdin && !single ? await countTree(sources, { followSymlinks }) : undefined;
   let progress: Progress | undefined;
+  const entries = { skipped: 0 };
   try {
     const result = await send({
-      path: args.file,
-      to: args.destination,
+      ...(fromStdin ? { stream: process.stdin } : single ? { path: sources[0] as string } : { paths: sources }),
+      to: destination,
       name: args.name,
+      followSymlinks,
+      ...(totals ? { totals } : {}),
       hash: args.hash,
       timeoutMs: args.timeout * 1000,
       verifiedOnly: args['verified-only'],
@@ -264,32 +305,51 @@ export async function runSend(args: SendArgs, output: Output, signal: AbortSigna
         if (protocol === 'classic') {
           output.log.warn({ peer }, `${peer} speaks the classic tutorial protocol: delivery will not be verified (use --verified-only to refuse such receivers)`);
         }
-        progress = output.startProgress(size, 'send');
+        progress = output.startProgress(size, 'send', { files: totals?.files, unknownTotal: fromStdin || (!single && !totals) });
       },
       onProgress: ({ bytes }) => progress?.update(bytes),
+      onEntry: (entry) => {
+        if (entry.type === 'file') progress?.fileDone();
+        if (entry.outcome === 'stored') output.log.debug({ event: 'entry-stored', path: entry.path, storedAs: entry.storedAs, bytes: entry.bytes }, `stored ${entry.path}`);
+        else if (entry.outcome === 'skipped') {
+          entries.skipped += 1;
+          output.log.warn({ event: 'entry-skipped', path: entry.path, reason: entry.message }, `skipped ${entry.path}: ${entry.message ?? ''}`);
+        } else output.log.warn({ event: `entry-${entry.outcome}`, path: entry.path, code: entry.error?.code, reason: (entry.error as RefusedError | undefined)?.reason }, `${entry.outcome === 'refused' ? 'not stored' : 'failed'}: ${entry.path}: ${entry.message ?? ''}`);
+      },
     });
     progress?.stop();
     const confirmation = result.verified
-      ? `the receiver confirmed ${result.hash} ${result.digest}`
+      ? result.session && !single
+        ? `the receiver confirmed every file (${result.hash})`
+        : `the receiver confirmed ${result.hash} ${result.digest}`
       : `not verified: the classic receiver confirms nothing (${result.hash} of what was sent: ${result.digest})`;
+    const what = result.session && !single && !fromStdin ? `${plural(result.session.files, 'file')} and ${plural(result.session.folders, 'folder')}${result.session.skipped > 0 ? ` (${result.session.skipped} skipped)` : ''}` : `${result.path} as ${result.name}`;
     output.log.info(
       { event: 'sent', ...result },
-      `sent ${result.path} to ${result.peer} as ${result.name} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${formatRate(result.bytes, result.seconds)}); ${confirmation}`,
+      `sent ${what} to ${result.peer} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${formatRate(result.bytes, result.seconds)}); ${confirmation}`,
     );
+    const several = result.session !== undefined && (result.session.files !== 1 || result.session.folders > 0);
     return {
       protocol: result.protocol,
       path: result.path,
-      name: result.name,
+      ...(several ? { hash: result.hash } : { name: result.name, ...digestFields(result) }),
       bytes: result.bytes,
-      ...digestFields(result),
       seconds: round(result.seconds),
       bytesPerSecond: bytesPerSecond(result.bytes, result.seconds),
       peer: result.peer,
       verified: result.verified,
+      ...(result.session ? { files: result.session.files, folders: result.session.folders, skipped: result.session.skipped, failed: result.session.failed } : {}),
     };
   } finally {
     progress?.stop();
   }
+}
+
+async function isRegularFile(path: string): Promise<boolean> {
+  return stat(path).then(
+    (stats) => stats.isFile(),
+    () => false,
+  );
 }
 
 export async function runPing(args: PingArgs, output: Output, signal: AbortSignal): Promise<Summary> {

@@ -15,6 +15,7 @@ const REMEDIES: Record<Remedy, string> = {
   'choose-port': 'pick another with --port',
   'check-bind': 'check --bind',
   overwrite: 'add --force to replace it',
+  'send-as-stream': 'to send what it carries, read it as a stream: cat PIPE | ftx send - HOST --name NAME',
 };
 
 /** The error's message, with the flag that would help in parentheses when there is one. */

@@ -20,7 +20,7 @@ import {
 import { DEFAULT_DIGEST, DIGEST_NAMES } from '../digest/names.js';
 import { parseByteSize, parseDuration } from '../util/units.js';
 import { VERSION } from '../util/version.js';
-import { FtxError, InterruptedError, isFtxError, UsageError } from '../errors.js';
+import { FtxError, InterruptedError, isFtxError, PartialError, UsageError } from '../errors.js';
 import { parseHostPort, parsePort } from '../util/address.js';
 
 /** Longest wait a Node timer can hold (2^31 - 1 ms); longer ones would fire at once. */
@@ -57,10 +57,11 @@ function requireSeconds(option: string, value: number): void {
 function buildParser(argv: string[]) {
   return yargs(argv)
     .scriptName('ftx')
-    .usage('ftx: send one file to another machine over TCP, verified end to end.\n\nUsage: ftx <command> [options]')
-    .command('recv [target]', 'Wait for one file and save it to target (a file path, or a folder to keep the sender\'s name)', (args) =>
+    .usage('ftx: send files, folders and streams to another machine over TCP, verified end to end.\n\nUsage: ftx <command> [options]')
+    // The target is read from argv._ (recvTarget): yargs drops a lone "-" given for a declared positional.
+    .command('recv', '[TARGET]  wait for files, folders or a stream and save them under TARGET (a folder; a file path for one file; - for stdout)', (args) =>
       commonOptions(args)
-        .positional('target', { type: 'string', default: '.', describe: 'Where to save the file' })
+        .usage("ftx recv [TARGET] [options]\n\nTARGET: where to save: a folder (keeps the sender's names; default: the current folder), a file path (one file), or - (one file or stream to stdout).")
         .option('port', {
           alias: 'p',
           type: 'string',
@@ -115,20 +116,37 @@ function buildParser(argv: string[]) {
           }
           return true;
         })
+        .check((argv) => {
+          if (recvTarget(argv) === '-') {
+            if (argv.serve) throw new UsageError('--serve stores into a folder; it cannot write to stdout (-)');
+            if (argv.json) throw new UsageError('--json prints on stdout, which `ftx recv -` fills with the data; use --log-format json for lines on stderr');
+          }
+          return true;
+        })
         .example('ftx recv out.jpg', 'save the next file that arrives as out.jpg')
+        .example('ftx recv /srv/in', 'store whatever is sent (files, folders) under /srv/in')
+        .example('ftx recv - | tar x', 'write the one incoming file or stream to stdout; the exit code says whether it was verified')
         .example('ftx recv /srv/inbox --port 7000', 'keep the sender\'s file name, listen on port 7000')
         .example('ftx recv --serve /srv/backups --on-conflict rename', 'a backup box: many senders, forever'),
     )
-    .command('send <file> <destination>', 'Send one file to a waiting `ftx recv`', (args) =>
+    // The paths are read from argv._ (see sendPaths): a variadic positional would keep only
+    // its last value under 'duplicate-arguments-array': false, which the options need.
+    .command('send', 'PATH... DESTINATION  send files and folders (- for stdin) to a waiting `ftx recv`', (args) =>
       commonOptions(args)
-        .positional('file', { type: 'string', demandOption: true, describe: 'The file to send' })
-        .positional('destination', {
-          type: 'string',
-          demandOption: true,
-          describe: 'host, host:port or [ipv6]:port (port 9999 if omitted)',
-          coerce: checkDestination,
+        .usage('ftx send PATH... DESTINATION [options]\n\nPATH: files and folders to send (folders recursively; - reads stdin).\nDESTINATION: host, host:port or [ipv6]:port (port 9999 if omitted).')
+        .option('name', { type: 'string', describe: 'Announce a single file, or stdin, under this name (required with -)' })
+        .option('follow-symlinks', { type: 'boolean', default: false, describe: 'In folders, send what symbolic links point to (by default links are skipped, with a warning)' })
+        .check((argv) => {
+          const given = sendPaths(argv);
+          if (given.length < 2) throw new UsageError(`say what to send and where: ftx send PATH... HOST[:PORT]${given.length === 1 ? ` (${given[0]} alone is not enough)` : ''}`);
+          checkDestination(given[given.length - 1] as string);
+          const sources = given.slice(0, -1);
+          if (sources.includes('-')) {
+            if (sources.length > 1) throw new UsageError('- (stdin) is sent on its own: give no other paths with it');
+            if (argv.name === undefined || argv.name === '') throw new UsageError('stdin has no name: give one with --name (e.g. --name db.dump)');
+          }
+          return true;
         })
-        .option('name', { type: 'string', describe: 'Announce the file under this name instead of its own' })
         .option('hash', {
           choices: DIGEST_NAMES,
           describe: `Digest both ends check: blake3 (what b3sum prints), sha256 (what sha256sum prints), or xxh128 (a non-cryptographic checksum) [default: ${DEFAULT_DIGEST}; sha256 for receivers older than it]`,
@@ -139,6 +157,8 @@ function buildParser(argv: string[]) {
           describe: 'Fail (exit 11) rather than send to a classic receiver, which cannot confirm the file',
         })
         .example('ftx send photo.jpg 192.168.1.20', 'send to the receiver on port 9999 of that machine')
+        .example('ftx send ./photos notes.txt backupbox', 'a folder and a file in one session')
+        .example('pg_dump -Fc db | ftx send - backupbox --name db.dump', 'a stream of unknown size')
         .example('ftx send db.dump backupbox:7000 --json --quiet', 'from a script: exit code says it all'),
     )
     .command('ping <destination>', 'Check that a receiver is up: it echoes a message stamped with its clock', (args) =>
@@ -156,7 +176,17 @@ function buildParser(argv: string[]) {
     // A repeated option takes its last value (as with most Unix tools), instead of
     // becoming an array that the choices, coerce functions and the protocol never expect.
     .parserConfiguration({ 'duplicate-arguments-array': false })
-    .strict()
+    // Unknown commands are caught before parsing (main); strictOptions() leaves positional
+    // arguments to the checks below and to send's own.
+    .strictOptions()
+    .check((argv) => {
+      // strictOptions() does not count positional arguments: recv and ping take one at most.
+      const [command, ...extra] = argv._.map(String);
+      if ((command === 'recv' && extra.length > 1) || (command === 'ping' && extra.length > 0)) {
+        throw new UsageError(`unexpected argument ${JSON.stringify(extra[command === 'recv' ? 1 : 0])}; ${command === 'recv' ? 'ftx recv takes one target' : 'ftx ping takes one destination'}`);
+      }
+      return true;
+    })
     .version(VERSION)
     .help()
     .alias('h', 'help')
@@ -201,6 +231,7 @@ export async function main(argv: string[]): Promise<number> {
     const { runPing, runRecv, runSend, runServe } = await import('./commands.js');
     const recvArgs = {
       ...(parsed as unknown as RecvArgs),
+      target: recvTarget(parsed),
       grace: parsed.grace ?? DEFAULT_GRACE_SECONDS,
       'max-conns': parsed['max-conns'] ?? DEFAULT_MAX_TRANSFERS,
       'per-host-transfers': parsed['per-host-transfers'] ?? DEFAULT_PER_HOST_TRANSFERS,
@@ -211,7 +242,7 @@ export async function main(argv: string[]): Promise<number> {
           ? await runServe(recvArgs, output, interruption)
           : await runRecv(recvArgs, output, interruption.signal)
         : command === 'send'
-          ? await runSend(parsed as unknown as SendArgs, output, interruption.signal)
+          ? await runSend({ ...(parsed as unknown as SendArgs), paths: sendPaths(parsed) }, output, interruption.signal)
           : await runPing(parsed as unknown as PingArgs, output, interruption.signal);
     if (args.json) process.stdout.write(`${JSON.stringify({ ok: true, ...summary })}\n`);
     return EXIT_OK;
@@ -222,7 +253,9 @@ export async function main(argv: string[]): Promise<number> {
       // The same words as the line on stderr, advice included.
       const side: Side = command === 'recv' ? 'receiver' : 'sender';
       const failure = isFtxError(error) ? { code: error.code, message: describeFailure(error, side) } : { code: 'FTX_ERR_INTERNAL', message: String(error) };
-      process.stdout.write(`${JSON.stringify({ ok: false, exitCode: code, error: failure })}\n`);
+      // Some entries of a session failed: the others are stored; say which failed and why.
+      const partial = error instanceof PartialError ? { stored: error.stored, failed: error.failed, failures: error.failures } : {};
+      process.stdout.write(`${JSON.stringify({ ok: false, exitCode: code, error: failure, ...partial })}\n`);
     }
     return code;
   } finally {
@@ -253,6 +286,16 @@ function jsonRequested(argv: string[]): boolean {
     else if (arg === '--no-json' || arg === '--json=false') wanted = false;
   }
   return wanted;
+}
+
+/** `ftx recv`'s target: its one positional argument, or the current folder. */
+export function recvTarget(argv: { _: (string | number)[] }): string {
+  return argv._[1] === undefined ? '.' : String(argv._[1]);
+}
+
+/** `ftx send`'s positional arguments: the paths, then the destination. */
+export function sendPaths(argv: { _: (string | number)[] }): string[] {
+  return argv._.slice(1).map(String);
 }
 
 /** Checks a destination as the API will read it (a usage error now, before anything starts); keeps the text. */

@@ -110,13 +110,19 @@ function formatForHumans(line: string): string {
 
 export interface Output {
   log: Log;
+  /** Whether startProgress draws anything (a terminal, not quiet): worth counting totals for. */
+  showsProgress: boolean;
   /**
    * For the few lines a user cannot do without even with --quiet (the port that
    * --port 0 picked): logs at info level unless the level is `silent`.
    */
   essential: Log;
-  /** Starts a bar if stderr is a terminal and output is not quiet; returns it or undefined. */
-  startProgress(total: number, label: string): Progress | undefined;
+  /**
+   * Starts a bar if stderr is a terminal and output is not quiet; returns it or undefined.
+   * `files`: a session's file count, shown as "files done / files"; `total` 0 with
+   * `unknownTotal` for a stream (bytes and rate, no ETA).
+   */
+  startProgress(total: number, label: string, options?: { files?: number | undefined; unknownTotal?: boolean }): Progress | undefined;
   /** Serve mode: one line per transfer plus a total, under the same conditions. */
   startBoard(): TransferBoard | undefined;
 }
@@ -129,7 +135,8 @@ export async function createOutput(options: { level: LogLevel; format: LogFormat
   return {
     log,
     essential,
-    startProgress: (total, label) => (cliProgress ? routeLogsAbove(sink, Progress.start(cliProgress, total, label)) : undefined),
+    showsProgress: cliProgress !== undefined,
+    startProgress: (total, label, options) => (cliProgress ? routeLogsAbove(sink, Progress.start(cliProgress, total, label, options)) : undefined),
     startBoard: () => (cliProgress ? routeLogsAbove(sink, TransferBoard.start(cliProgress)) : undefined),
   };
 }
@@ -261,21 +268,28 @@ const REDRAW_EVERY_MS = 100;
 export class Progress extends BarDisplay {
   #lastDraw = 0;
   #done = 0;
+  #filesDone = 0;
   readonly #startedAt = performance.now();
 
   private constructor(
     bars: MultiBar,
     private readonly bar: SingleBar,
     private readonly total: number,
+    private readonly files: number | undefined,
+    private readonly unknownTotal: boolean,
   ) {
     super(bars);
   }
 
-  static start(cliProgress: CliProgress, total: number, label: string): Progress {
+  static start(cliProgress: CliProgress, total: number, label: string, options: { files?: number | undefined; unknownTotal?: boolean } = {}): Progress {
+    const files = options.files;
+    const format = options.unknownTotal
+      ? `${label} {done} | {rate}`
+      : `${label} {bar} {percentage}% | {done} / {size}${files === undefined ? '' : ' | {files}'} | {rate} | ETA {eta_formatted}`;
     const bars = new cliProgress.MultiBar(
       {
         stream: process.stderr,
-        format: `${label} {bar} {percentage}% | {done} / {size} | {rate} | ETA {eta_formatted}`,
+        format,
         barsize: 30,
         hideCursor: true,
         clearOnComplete: false,
@@ -285,8 +299,8 @@ export class Progress extends BarDisplay {
       },
       cliProgress.Presets.shades_classic,
     );
-    const bar = bars.create(Math.max(total, 1), 0, { done: formatBytes(0), size: formatBytes(total), rate: '-' });
-    return new Progress(bars, bar, total);
+    const bar = bars.create(Math.max(total, 1), 0, { done: formatBytes(0), size: formatBytes(total), rate: '-', files: '' });
+    return new Progress(bars, bar, total, files, options.unknownTotal === true);
   }
 
   update(done: number): void {
@@ -297,9 +311,17 @@ export class Progress extends BarDisplay {
     this.redraw();
   }
 
+  /** A session's file is done (stored or not). */
+  fileDone(): void {
+    this.#filesDone += 1;
+    this.update(this.#done);
+  }
+
   protected redraw(): void {
     const seconds = (performance.now() - this.#startedAt) / 1000;
     const rate = seconds > 0 ? `${formatBytes(this.#done / seconds)}/s` : '-';
-    this.bar.update(this.total === 0 ? 1 : this.#done, { done: formatBytes(this.#done), size: formatBytes(this.total), rate });
+    const files = this.files === undefined ? '' : `${this.#filesDone.toLocaleString('en-US')} / ${this.files.toLocaleString('en-US')} files`;
+    const shown = this.total === 0 ? (this.unknownTotal ? 0 : 1) : this.#done;
+    this.bar.update(shown, { done: formatBytes(this.#done), size: formatBytes(this.total), rate, files });
   }
 }

@@ -34,12 +34,25 @@ export interface PumpOptions {
   onChunk: (chunk: Buffer) => void;
   /** Aborting stops the loop; the reason is thrown. */
   signal?: AbortSignal;
+  /**
+   * Cut the data into frames of at most this many bytes (a multiple of CHUNK_BYTES), each
+   * preceded by `frameHeader(length)`: protocol 2's Data frames.
+   */
+  frames?: { maxBytes: number; header: (length: number) => Buffer } | undefined;
+  /** The ring's buffers, when the caller reuses them across files (a session): POOL_SIZE of CHUNK_BYTES. */
+  buffers?: Buffer[] | undefined;
+}
+
+/** A ring of buffers for pumpFile, for a caller that sends many files. */
+export function pumpBuffers(): Buffer[] {
+  return Array.from({ length: POOL_SIZE }, () => Buffer.allocUnsafeSlow(CHUNK_BYTES));
 }
 
 /** Resolves with the bytes read (less than `size` only if the file shrank). */
 export async function pumpFile(options: PumpOptions): Promise<number> {
   const { handle, destination, signal } = options;
-  const buffers = Array.from({ length: POOL_SIZE }, () => Buffer.allocUnsafeSlow(CHUNK_BYTES));
+  const buffers = options.buffers ?? pumpBuffers();
+  const frames = options.frames;
   const released: Array<Promise<void>> = buffers.map(() => Promise.resolve());
   let position = 0;
   for (let slot = 0; position < options.size; slot = (slot + 1) % POOL_SIZE) {
@@ -55,6 +68,10 @@ export async function pumpFile(options: PumpOptions): Promise<number> {
     if (bytesRead === 0) break; // The file shrank; the caller reports it.
     signal?.throwIfAborted();
     const chunk = buffer.subarray(0, bytesRead);
+    if (frames && position % frames.maxBytes === 0) {
+      // The file is read in whole chunks unless it shrank, which the caller reports as fatal.
+      write(destination, frames.header(Math.min(frames.maxBytes, options.size - position))).catch(() => {});
+    }
     position += bytesRead;
     options.onChunk(chunk);
     const written = write(destination, chunk);

@@ -49,7 +49,7 @@ export async function openSource(path: string, nameOverride?: string): Promise<S
 
 function requireRegularFile(stats: Stats, path: string): void {
   if (stats.isFile()) return;
-  if (stats.isDirectory()) throw new LocalIoError(`cannot send ${path}: it is a folder, and ftx sends one file (archive the folder first, e.g. with tar)`);
+  if (stats.isDirectory()) throw new LocalIoError(`cannot send ${path} as one file: it is a folder (send it as a folder: without a name of its own)`);
   const kind = stats.isFIFO()
     ? 'a named pipe (FIFO)'
     : stats.isCharacterDevice()
@@ -59,5 +59,7 @@ function requireRegularFile(stats: Stats, path: string): void {
         : stats.isSocket()
           ? 'a socket'
           : 'not a regular file';
-  throw new LocalIoError(`cannot send ${path}: it is ${kind}, and ftx sends regular files, whose size it announces first; copy the data into a file and send that`);
+  // What a pipe carries can still go, as a stream of unknown size.
+  if (stats.isFIFO()) throw new LocalIoError(`cannot send ${path}: it is ${kind}, and ftx sends files and folders`, { remedy: 'send-as-stream' });
+  throw new LocalIoError(`cannot send ${path}: it is ${kind}, and ftx sends files and folders`);
 }

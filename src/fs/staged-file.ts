@@ -212,7 +212,7 @@ export class StagedFile {
    * code is EEXIST (see isNameTaken) and the data stays staged, so the caller may try
    * another name; any other failure removes it.
    */
-  async place(finalPath: string, options: { replace: boolean }): Promise<void> {
+  async place(finalPath: string, options: { replace: boolean; syncFolder?: boolean }): Promise<void> {
     if (this.#state !== 'sealed') throw new Error(`staged file ${this.tempPath} is ${this.#state}, not sealed`);
     try {
       if (options.replace) await rename(this.tempPath, finalPath);
@@ -223,7 +223,8 @@ export class StagedFile {
       await this.discard();
       throw localIoError(error, 'store', finalPath);
     }
-    await syncFolder(dirname(finalPath));
+    // A session fsyncs each folder once, when its entries are done (session/entry-targets.ts).
+    if (options.syncFolder !== false) await syncFolder(dirname(finalPath));
   }
 
   /** Removes the temporary file. Safe to call more than once, and after commit. */
@@ -270,7 +271,7 @@ async function placeWithoutClobbering(tempPath: string, finalPath: string): Prom
  * fsync on the folder makes the rename durable. Some file systems refuse to open or
  * sync folders (EISDIR, EINVAL on some network mounts); the data is synced anyway.
  */
-async function syncFolder(folder: string): Promise<void> {
+export async function syncFolder(folder: string): Promise<void> {
   let handle: FileHandle | undefined;
   try {
     handle = await open(folder, constants.O_RDONLY | constants.O_DIRECTORY);

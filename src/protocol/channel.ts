@@ -16,7 +16,7 @@
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ConnectionLostError, InternalError, isFtxError, TimeoutError, type FtxError } from '../errors.js';
-import { FrameDecoder, type Frame } from '../framing.js';
+import { FRAME_HEADER_BYTES, FrameDecoder, type Frame } from '../framing.js';
 import { CONNECTION_CLOSED, type ByteSource, type DataSink } from '../transport/byte-source.js';
 import { nudgeGarbageCollector } from '../util/gc-nudge.js';
 import { within } from '../util/timers.js';
@@ -94,6 +94,28 @@ export class Channel {
     }
   }
 
+  /**
+   * A floor watch for many reads (a session's): it counts time only while a read is
+   * waiting on the peer (readDataInto, or readFrameWatched), and must be stopped.
+   */
+  watchRate(floor: RateFloor | undefined): FloorWatch {
+    const watch = new FloorWatch(floor, this.peerRole);
+    watch.pause();
+    return watch;
+  }
+
+  /** readFrame() under a session's floor watch: the frame's bytes count as progress. */
+  async readFrameWatched(watch: FloorWatch): Promise<Frame | null> {
+    watch.resume();
+    try {
+      const frame = await watch.guard(this.readFrame());
+      if (frame) watch.progress(FRAME_HEADER_BYTES + frame.payload.length);
+      return frame;
+    } finally {
+      watch.pause();
+    }
+  }
+
   /** Largest control frame accepted from the peer from now on (see FrameDecoder). */
   set maxFramePayload(bytes: number) {
     this.#decoder.maxPayload = bytes;
@@ -166,10 +188,14 @@ export class Channel {
    * Reads exactly `byteCount` raw bytes into `sink`'s regions; bytes beyond them stay
    * buffered for the next readFrame(). Straight from the socket where the source can
    * (transport/direct-reads.ts), else by copying each chunk in. Throws ConnectionLostError
-   * if the peer closes early, and TimeoutError if it falls below `floor`.
+   * if the peer closes early, and TimeoutError if it falls below `floor`. A session of
+   * many entries passes one FloorWatch for all its reads (watchRate()), so the floor
+   * holds over the whole session and not per Data frame.
    */
-  async readDataInto(byteCount: number, sink: DataSink, floor?: RateFloor): Promise<void> {
-    const watch = new FloorWatch(floor, this.peerRole);
+  async readDataInto(byteCount: number, sink: DataSink, floor?: RateFloor | FloorWatch): Promise<void> {
+    const shared = floor instanceof FloorWatch;
+    const watch = shared ? floor : new FloorWatch(floor, this.peerRole);
+    if (shared) watch.resume();
     let remaining = byteCount;
     /** Copies `chunk` into the sink (waiting for room as needed); returns what lies beyond the data. */
     const deliver = async (chunk: Buffer): Promise<Buffer | undefined> => {
@@ -189,6 +215,12 @@ export class Channel {
       return offset < chunk.length ? chunk.subarray(offset) : undefined;
     };
     try {
+      // The previous read may have ended by filling a buffer whose write is still in
+      // flight (its last filled() said there was no room): its regions must not be handed
+      // out again before that write is done. Our disk's time, not the peer's.
+      watch.pause();
+      await sink.room();
+      watch.resume();
       // Bytes already here (glued to the header, or read ahead) go first, in order.
       const held = [...this.#decoder.takeRemainder(), ...(this.#source.takeQueued?.() ?? [])];
       for (const [index, chunk] of held.entries()) {
@@ -236,7 +268,8 @@ export class Channel {
       // Ours (a floor timeout) or the sink's (its disk is full): the caller's to describe.
       throw error;
     } finally {
-      watch.stop();
+      if (shared) watch.pause();
+      else watch.stop();
     }
   }
 
@@ -359,7 +392,7 @@ function streamSource(stream: Duplex): ByteSource {
  * timer, a little past each window's end: a peer that went silent altogether is the idle
  * timer's to report ("sent nothing for 30 s"), which fires at the window's end.
  */
-class FloorWatch {
+export class FloorWatch {
   readonly #floor: RateFloor | undefined;
   readonly #peerRole: string;
   #waitedMs = 0;

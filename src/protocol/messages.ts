@@ -13,7 +13,14 @@ import { MAX_NAME_BYTES } from '../fs/names.js';
 export type Protocol = 'ftx' | 'classic';
 
 export const PROTOCOL_NAME = 'ftx';
-export const PROTOCOL_VERSION = 1;
+/**
+ * The newest version this code speaks: 2, sessions of many entries. A receiver still
+ * takes version 1's single Header; a sender falls back to it for a receiver that greets
+ * with version 1 (ftx 0.1) when it sends one file of known size.
+ */
+export const PROTOCOL_VERSION = 2;
+/** The versions this code speaks, listed in its Greeting. */
+export const PROTOCOL_VERSIONS = [1, 2] as const;
 
 /** A hash algorithm a sender may name in its header: a digest of the registry (digest/registry.ts). */
 export type HashAlgorithm = DigestName;
@@ -21,7 +28,10 @@ export type HashAlgorithm = DigestName;
 
 export interface Greeting {
   protocol: typeof PROTOCOL_NAME;
+  /** The newest version the receiver speaks. */
   version: number;
+  /** Every version it speaks (absent before version 2: then just `version`). */
+  versions?: number[];
   software?: string;
   /**
    * The digests this receiver accepts in a Header. Absent from older receivers (ftx 0.1),
@@ -73,6 +83,86 @@ export interface ErrorMessage {
 export interface Ping {
   message: string;
 }
+
+// ---- version 2: sessions ----------------------------------------------------------
+
+/** sender -> receiver: a session begins. `entries` and `bytes` are totals when the sender knows them. */
+export interface Open {
+  version: number;
+  hash: HashAlgorithm;
+  /** How many entries will be sent, when known (a single stream: 1). */
+  entries: number | null;
+  /** How many bytes of file data, when known (a stream's size is not). */
+  bytes: number | null;
+}
+
+export type EntryType = 'file' | 'dir';
+
+/** sender -> receiver: one entry. Ids count up from 1 in the order entries are sent. */
+export interface Entry {
+  id: number;
+  /** Relative, '/'-separated (fs/entry-paths.ts checks it). */
+  path: string;
+  type: EntryType;
+  /** A file's size; null for a stream, whose size is known at its end (its Trailer). */
+  size: number | null;
+  mode?: number;
+  mtime?: number;
+}
+
+export type DecisionAction = 'store' | 'skip' | 'refuse';
+
+/** receiver -> sender: what happens to an entry, one per Entry, in the same order. */
+export interface Decision {
+  id: number;
+  action: DecisionAction;
+  /** With 'store': where the data starts (0 in this version). */
+  offset?: number;
+  /** With 'refuse' (and 'skip'): why, as in Refuse. */
+  reason?: RefusalReason;
+  message?: string;
+}
+
+/** sender -> receiver, after an entry's last Data frame: how much was sent and its digest. */
+export interface EntryTrailer {
+  id: number;
+  bytes: number;
+  hash: HashAlgorithm;
+  digest: string;
+}
+
+/** receiver -> sender: an entry is stored (verified, durable) or it failed. */
+export interface Result {
+  id: number;
+  ok: boolean;
+  /** Stored: where, relative to the receiver's target (its name may differ: 'rename'). */
+  path?: string;
+  digest?: string;
+  /** Failed: what, and why. */
+  code?: FtxErrorCode;
+  reason?: RefusalReason;
+  message?: string;
+}
+
+/** sender -> receiver: every entry has been sent. */
+export interface End {
+  entries: number;
+  bytes: number;
+}
+
+/** receiver -> sender: the session's outcome, after every entry is durable. */
+export interface Summary {
+  entries: number;
+  stored: number;
+  skipped: number;
+  failed: number;
+  bytes: number;
+}
+
+/** Entry ids, byte counts and the like: whole numbers from 0 to 2^53-1. */
+const MAX_ID = Number.MAX_SAFE_INTEGER;
+/** Longest entry path in a frame, UTF-8 bytes (fs/entry-paths.ts has the finer rules). */
+const MAX_PATH_FIELD_BYTES = 4096;
 
 export interface Pong {
   /** The tutorial's time-stamp server format: `[<ctime>] <message>`. */
@@ -174,6 +264,10 @@ export function decodeGreeting(frame: Frame): Greeting {
   const version = body.version;
   if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) fail(frame, 'version', 'a positive whole number');
   const greeting: Greeting = { protocol: PROTOCOL_NAME, version };
+  if (body.versions !== undefined) {
+    if (!Array.isArray(body.versions) || body.versions.length > 32 || !body.versions.every((v) => Number.isSafeInteger(v) && v >= 1)) fail(frame, 'versions', 'a list of positive whole numbers');
+    greeting.versions = body.versions as number[];
+  }
   if (body.software !== undefined) greeting.software = text(frame, body, 'software', 100);
   if (body.digests !== undefined) {
     if (!Array.isArray(body.digests) || body.digests.length > 32 || !body.digests.every((name) => typeof name === 'string')) fail(frame, 'digests', 'a list of digest names');
@@ -270,4 +364,114 @@ export function ctime(date: Date): string {
   const day = String(date.getDate()).padStart(2, ' ');
   const clock = `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
   return `${days[date.getDay()]} ${months[date.getMonth()]} ${day} ${clock} ${date.getFullYear()}`;
+}
+
+// ---- version 2 decoders ----------------------------------------------------------------
+
+function entryId(frame: Frame, body: Record<string, unknown>): number {
+  const value = body.id;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > MAX_ID) fail(frame, 'id', 'a whole number from 1');
+  return value;
+}
+
+function nullableCount(frame: Frame, body: Record<string, unknown>, field: string): number | null {
+  return body[field] === null || body[field] === undefined ? null : byteCount(frame, body, field);
+}
+
+function optionalMeta(frame: Frame, body: Record<string, unknown>, into: { mode?: number; mtime?: number }): void {
+  if (body.mode !== undefined) {
+    const mode = body.mode;
+    if (typeof mode !== 'number' || !Number.isInteger(mode) || mode < 0 || mode > 0o7777) fail(frame, 'mode', 'permission bits (0 to 0o7777)');
+    into.mode = mode;
+  }
+  if (body.mtime !== undefined) {
+    const mtime = body.mtime;
+    if (typeof mtime !== 'number' || !Number.isFinite(mtime) || Math.abs(mtime) > 8.64e15) fail(frame, 'mtime', 'milliseconds since the epoch');
+    into.mtime = mtime;
+  }
+}
+
+export function decodeOpen(frame: Frame): Open {
+  expectType(frame, FrameType.Open);
+  const body = parseObject(frame);
+  const version = body.version;
+  if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 2) fail(frame, 'version', 'a whole number from 2');
+  return { version, hash: hashAlgorithm(frame, body), entries: nullableCount(frame, body, 'entries'), bytes: nullableCount(frame, body, 'bytes') };
+}
+
+export function decodeEntry(frame: Frame): Entry {
+  expectType(frame, FrameType.Entry);
+  const body = parseObject(frame);
+  const path = body.path;
+  if (typeof path !== 'string' || path.length === 0 || Buffer.byteLength(path, 'utf8') > MAX_PATH_FIELD_BYTES) fail(frame, 'path', `a string of 1 to ${MAX_PATH_FIELD_BYTES} bytes of UTF-8`);
+  const type = body.type;
+  if (type !== 'file' && type !== 'dir') fail(frame, 'type', '"file" or "dir"');
+  const entry: Entry = { id: entryId(frame, body), path, type, size: type === 'file' ? nullableCount(frame, body, 'size') : null };
+  optionalMeta(frame, body, entry);
+  return entry;
+}
+
+export function decodeDecision(frame: Frame): Decision {
+  expectType(frame, FrameType.Decision);
+  const body = parseObject(frame);
+  const action = body.action;
+  if (action !== 'store' && action !== 'skip' && action !== 'refuse') fail(frame, 'action', '"store", "skip" or "refuse"');
+  const decision: Decision = { id: entryId(frame, body), action };
+  if (action === 'store') {
+    decision.offset = body.offset === undefined ? 0 : byteCount(frame, body, 'offset');
+    if (decision.offset !== 0) fail(frame, 'offset', '0 (resume is not part of this version)');
+  } else {
+    // An unknown reason from a newer peer is still a refusal.
+    decision.reason = isRefusalReason(body.reason) ? body.reason : 'busy';
+    decision.message = text(frame, body, 'message');
+  }
+  return decision;
+}
+
+export function decodeEntryTrailer(frame: Frame): EntryTrailer {
+  expectType(frame, FrameType.Trailer);
+  const body = parseObject(frame);
+  const algorithm = hashAlgorithm(frame, body);
+  return { id: entryId(frame, body), bytes: byteCount(frame, body, 'bytes'), hash: algorithm, digest: digest(frame, body, algorithm) };
+}
+
+export function decodeResult(frame: Frame): Result {
+  expectType(frame, FrameType.Result);
+  const body = parseObject(frame);
+  const ok = body.ok;
+  if (typeof ok !== 'boolean') fail(frame, 'ok', 'true or false');
+  const result: Result = { id: entryId(frame, body), ok };
+  if (ok) {
+    const path = body.path;
+    if (typeof path !== 'string' || path.length === 0 || Buffer.byteLength(path, 'utf8') > MAX_PATH_FIELD_BYTES) fail(frame, 'path', 'the stored path');
+    result.path = path;
+    if (body.digest !== undefined) {
+      if (typeof body.digest !== 'string' || !/^[0-9a-f]{1,128}$/.test(body.digest)) fail(frame, 'digest', 'lowercase hex');
+      result.digest = body.digest;
+    }
+  } else {
+    const code = body.code;
+    result.code = (WIRE_ERROR_CODES as readonly unknown[]).includes(code) ? (code as FtxErrorCode) : 'FTX_ERR_PROTOCOL';
+    if (result.code === 'FTX_ERR_REFUSED') result.reason = isRefusalReason(body.reason) ? body.reason : 'busy';
+    result.message = text(frame, body, 'message');
+  }
+  return result;
+}
+
+export function decodeEnd(frame: Frame): End {
+  expectType(frame, FrameType.End);
+  const body = parseObject(frame);
+  return { entries: byteCount(frame, body, 'entries'), bytes: byteCount(frame, body, 'bytes') };
+}
+
+export function decodeSummary(frame: Frame): Summary {
+  expectType(frame, FrameType.Summary);
+  const body = parseObject(frame);
+  return {
+    entries: byteCount(frame, body, 'entries'),
+    stored: byteCount(frame, body, 'stored'),
+    skipped: byteCount(frame, body, 'skipped'),
+    failed: byteCount(frame, body, 'failed'),
+    bytes: byteCount(frame, body, 'bytes'),
+  };
 }

@@ -11,9 +11,9 @@
  * Node's 64 KiB chunks through a stream pipeline cost 1.8-2.7.
  */
 import { ConnectionLostError, isFtxError, localIoError, TimeoutError, type FtxError } from '../errors.js';
-import { createHasher, type DigestName } from '../digest/registry.js';
+import { createHasher, type DigestName, type Hasher } from '../digest/registry.js';
 import type { StagedFile } from '../fs/staged-file.js';
-import { isConnectionFailure, type Channel, type DataSink, type RateFloor } from '../protocol/channel.js';
+import { isConnectionFailure, type Channel, type DataSink, type FloorWatch, type RateFloor } from '../protocol/channel.js';
 
 /**
  * Each of the two file buffers, by default. 4 MiB: reads into it come in at whatever the
@@ -31,28 +31,84 @@ export interface IncomingDataOptions {
   onProgress?: ((bytesReceived: number) => void) | undefined;
 }
 
-/** Streams exactly `size` bytes from the channel into the staged file, hashing them. */
-export async function receiveData(channel: Channel, size: number, algorithm: DigestName, staged: StagedFile, options: IncomingDataOptions): Promise<{ digest: string; received: number }> {
-  const hash = await createHasher(algorithm);
-  let received = 0;
-  const onProgress = options.onProgress;
-  const filler = new FileFiller(staged, Math.min(options.bufferBytes ?? DEFAULT_FILE_BUFFER_BYTES, Math.max(size, 1)), (bytes) => {
-    hash.update(bytes);
-    received += bytes.length;
-    onProgress?.(received);
-  });
-  try {
-    await channel.readDataInto(size, filler, options.floor);
-    await filler.finish();
-  } catch (error) {
-    await filler.settle();
-    const failure = describeFailure(error, channel, staged);
-    // The sender's side of the story, completed with ours: nothing is kept.
-    if (failure instanceof ConnectionLostError) throw new ConnectionLostError(`${failure.message}; the partial file was discarded`, { cause: failure });
-    if (failure instanceof TimeoutError) throw new TimeoutError(`${failure.message}; the partial file was discarded`, { cause: failure, ...(failure.remedy ? { remedy: failure.remedy } : {}) });
-    throw failure;
+/** Where incoming data goes: a staged file, or a stream (a receiver writing to stdout). */
+export interface ByteWriter {
+  /** Writes all of `bytes` at `position` (a stream takes them in order: positions only grow). */
+  writeAt(bytes: Buffer, position: number): Promise<void>;
+  /** For messages about a failed write. */
+  readonly finalPath: string;
+}
+
+/** A Writable as a ByteWriter: writes in order, each resolved once the stream has taken it. */
+export function streamWriter(stream: NodeJS.WritableStream, label: string): ByteWriter {
+  return {
+    finalPath: label,
+    writeAt: (bytes) => new Promise<void>((resolve, reject) => void stream.write(bytes, (error?: Error | null) => (error ? reject(error) : resolve()))),
+  };
+}
+
+/**
+ * One entry's data on its way in: taken from the channel in one piece (protocol 1) or in
+ * several (the Data frames of protocol 2), hashed, and written through two buffers.
+ */
+export class IncomingData {
+  readonly #writer: ByteWriter;
+  readonly #filler: FileFiller;
+  readonly #hash: Hasher;
+  #received = 0;
+
+  private constructor(writer: ByteWriter, hash: Hasher, bufferBytes: number, onProgress: ((bytesReceived: number) => void) | undefined) {
+    this.#writer = writer;
+    this.#hash = hash;
+    this.#filler = new FileFiller(writer, bufferBytes, (bytes) => {
+      hash.update(bytes);
+      this.#received += bytes.length;
+      onProgress?.(this.#received);
+    });
   }
-  return { digest: hash.digest(), received };
+
+  /** `expectedBytes` sizes the buffers (a 4 KiB file needs no 4 MiB buffers); undefined for a stream. */
+  static async open(writer: ByteWriter, algorithm: DigestName, expectedBytes: number | undefined, options: Pick<IncomingDataOptions, 'bufferBytes' | 'onProgress'>): Promise<IncomingData> {
+    const bufferBytes = options.bufferBytes ?? DEFAULT_FILE_BUFFER_BYTES;
+    return new IncomingData(writer, await createHasher(algorithm), Math.max(1, Math.min(bufferBytes, expectedBytes ?? bufferBytes)), options.onProgress);
+  }
+
+  get received(): number {
+    return this.#received;
+  }
+
+  /** Takes exactly `length` more bytes from the channel. */
+  async take(channel: Channel, length: number, floor?: RateFloor | FloorWatch): Promise<void> {
+    try {
+      await channel.readDataInto(length, this.#filler, floor);
+    } catch (error) {
+      await this.#filler.settle();
+      throw describeFailure(error, channel, this.#writer);
+    }
+  }
+
+  /** Writes what is buffered, waits for every write, and returns the digest of all that was taken. */
+  async finish(channel: Channel): Promise<string> {
+    try {
+      await this.#filler.finish();
+    } catch (error) {
+      throw describeFailure(error, channel, this.#writer);
+    }
+    return this.#hash.digest();
+  }
+
+  /** After a failure: waits for writes in flight (before the staged file is discarded). */
+  settle(): Promise<void> {
+    return this.#filler.settle();
+  }
+}
+
+/** Streams exactly `size` bytes from the channel into the staged file, hashing them (protocol 1). */
+export async function receiveData(channel: Channel, size: number, algorithm: DigestName, staged: StagedFile, options: IncomingDataOptions): Promise<{ digest: string; received: number }> {
+  const incoming = await IncomingData.open(staged, algorithm, size, options);
+  await incoming.take(channel, size, options.floor);
+  const digest = await incoming.finish(channel);
+  return { digest, received: incoming.received };
 }
 
 /**
@@ -61,7 +117,7 @@ export async function receiveData(channel: Channel, size: number, algorithm: Dig
  * lands in bytes still on their way to the disk.
  */
 class FileFiller implements DataSink {
-  readonly #staged: StagedFile;
+  readonly #writer: ByteWriter;
   readonly #onBytes: (bytes: Buffer) => void;
   readonly #buffers: [Buffer, Buffer];
   /** The write in flight from each buffer, if any. */
@@ -72,8 +128,8 @@ class FileFiller implements DataSink {
   #position = 0;
   #error: unknown;
 
-  constructor(staged: StagedFile, bufferBytes: number, onBytes: (bytes: Buffer) => void) {
-    this.#staged = staged;
+  constructor(writer: ByteWriter, bufferBytes: number, onBytes: (bytes: Buffer) => void) {
+    this.#writer = writer;
     this.#onBytes = onBytes;
     this.#buffers = [Buffer.allocUnsafeSlow(bufferBytes), Buffer.allocUnsafeSlow(bufferBytes)];
   }
@@ -117,7 +173,7 @@ class FileFiller implements DataSink {
   #flush(): void {
     const slot = this.#current;
     const bytes = this.#buffers[slot].subarray(0, this.#filled);
-    const write = this.#staged.writeAt(bytes, this.#position).then(
+    const write = this.#writer.writeAt(bytes, this.#position).then(
       () => {
         this.#writing[slot] = undefined;
       },
@@ -135,10 +191,17 @@ class FileFiller implements DataSink {
   }
 }
 
-/** A write failure is ours to report (disk full); a read failure is the connection's. */
-function describeFailure(error: unknown, channel: Channel, staged: StagedFile): FtxError {
-  if (isFtxError(error)) return error;
-  const code = (error as NodeJS.ErrnoException | undefined)?.code;
-  if (code && !isConnectionFailure(error)) return localIoError(error, 'write', staged.finalPath);
-  return channel.explain(error);
+/**
+ * A write failure is ours to report (disk full); a read failure is the connection's, told
+ * with ours: nothing is kept.
+ */
+function describeFailure(error: unknown, channel: Channel, writer: ByteWriter): FtxError {
+  if (!isFtxError(error)) {
+    const code = (error as NodeJS.ErrnoException | undefined)?.code;
+    if (code && !isConnectionFailure(error)) return localIoError(error, 'write', writer.finalPath);
+  }
+  const failure = channel.explain(error);
+  if (failure instanceof ConnectionLostError) return new ConnectionLostError(`${failure.message}; the partial file was discarded`, { cause: failure });
+  if (failure instanceof TimeoutError) return new TimeoutError(`${failure.message}; the partial file was discarded`, { cause: failure, ...(failure.remedy ? { remedy: failure.remedy } : {}) });
+  return failure;
 }

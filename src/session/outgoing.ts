@@ -6,7 +6,7 @@
  */
 import { abortReason, ConnectionLostError, isFtxError, LocalIoError, ProtocolError, type FtxError } from '../errors.js';
 import { createHasher, type DigestName } from '../digest/registry.js';
-import { pumpFile } from '../fs/file-pump.js';
+import { pumpFile, type PumpOptions } from '../fs/file-pump.js';
 import type { SourceFile } from '../fs/source.js';
 import type { Channel } from '../protocol/channel.js';
 import { whenAborted, within } from '../util/timers.js';
@@ -17,6 +17,10 @@ const EXPLANATION_WAIT_MS = 1_000;
 
 export interface OutgoingDataOptions {
   signal?: AbortSignal | undefined;
+  /** Protocol 2: the data goes out in Data frames (see pumpFile). */
+  frames?: PumpOptions['frames'];
+  /** A ring of buffers reused across a session's files (pumpBuffers()). */
+  buffers?: Buffer[] | undefined;
   /** Called as bytes are read into the socket, with the count so far. */
   onProgress?: ((bytesSent: number) => void) | undefined;
 }
@@ -50,6 +54,8 @@ export async function sendData(channel: Channel, source: SourceFile, algorithm: 
         size: source.size,
         destination: channel.stream,
         signal: stop.signal,
+        frames: options.frames,
+        buffers: options.buffers,
         onChunk: (chunk) => {
           hash.update(chunk);
           sent += chunk.length;

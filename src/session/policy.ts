@@ -1,8 +1,8 @@
 /**
- * What a receiving connection asks of whoever accepted it, once a sender's request has
- * passed the per-file checks: may it take this file now? A one-shot receiver takes one
- * file; serve mode has limits on transfers in flight (in all and per host), names in
- * flight, and the space transfers in flight still need.
+ * What a receiving connection asks of whoever accepted it: may it take a transfer now
+ * (a slot), and may it write this file (its name, its space)? A one-shot receiver takes
+ * one transfer; serve mode has limits on transfers in flight (in all and per host),
+ * names in flight, and the space transfers in flight still need.
  */
 import type { RefusalReason } from '../errors.js';
 
@@ -25,11 +25,17 @@ export interface Refusal {
 }
 
 export interface ConnectionPolicy {
-  /** Returns why not, or undefined to go ahead; a claim is held until release(). */
+  /**
+   * This connection's transfer slot: its one file (protocol 1) or its session of entries
+   * (protocol 2). Returns why not, or undefined; held until releaseSlot().
+   */
+  claimSlot(): Refusal | undefined;
+  releaseSlot(): void;
+  /** A file's target path and the space it still needs, while it is written; held until release(). */
   claim(request: TransferRequest): Refusal | undefined;
   release(request: TransferRequest): void;
   /** True when a transfer in flight is writing `path` (a renaming receiver picks past it). */
   isInFlight?(path: string): boolean;
 }
 
-export const alwaysAccept: ConnectionPolicy = { claim: () => undefined, release: () => {} };
+export const alwaysAccept: ConnectionPolicy = { claimSlot: () => undefined, releaseSlot: () => {}, claim: () => undefined, release: () => {} };

@@ -105,12 +105,12 @@ export async function decideTarget(incoming: IncomingFile, peer: string, options
  * (another program created it) is never clobbered: under 'rename' another free name is
  * picked, a few times at most; under 'refuse' it is a refusal.
  */
-export async function commitTarget(staged: StagedFile, request: TransferRequest, options: { onConflict: ConflictPolicy; mtimeMs?: number | undefined }, policy: ConnectionPolicy): Promise<string> {
+export async function commitTarget(staged: StagedFile, request: TransferRequest, options: { onConflict: ConflictPolicy; mtimeMs?: number | undefined; syncFolder?: boolean }, policy: ConnectionPolicy): Promise<string> {
   await staged.seal(options.mtimeMs === undefined ? {} : { mtimeMs: options.mtimeMs });
   let path = request.path;
   for (let pick = 1; ; pick++) {
     try {
-      await staged.place(path, { replace: options.onConflict === 'overwrite' });
+      await staged.place(path, { replace: options.onConflict === 'overwrite', syncFolder: options.syncFolder ?? true });
       return path;
     } catch (error) {
       if (!isNameTaken(error)) throw error;
@@ -139,7 +139,7 @@ async function isFolder(path: string): Promise<boolean> {
   return stats?.isDirectory() ?? false;
 }
 
-async function freeBytesIn(folder: string): Promise<number | undefined> {
+export async function freeBytesIn(folder: string): Promise<number | undefined> {
   try {
     const stats = await statfs(folder);
     return stats.bavail * stats.bsize;

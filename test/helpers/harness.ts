@@ -14,7 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, expect } from 'vitest';
 import { DIGEST_NAMES } from '../../src/digest/names.js';
 import { FrameType } from '../../src/framing.js';
-import { jsonFrame, PROTOCOL_NAME, PROTOCOL_VERSION } from '../../src/protocol/messages.js';
+import { jsonFrame, PROTOCOL_NAME, PROTOCOL_VERSION, PROTOCOL_VERSIONS } from '../../src/protocol/messages.js';
 import { SOFTWARE } from '../../src/util/version.js';
 import { runCli, startRecvCli, type CliRun } from './cli.js';
 import { startFaultProxy, type FaultPlan, type FaultProxy } from './fault-proxy.js';
@@ -23,10 +23,18 @@ import { listFolder, tempFolder } from './files.js';
 export const FIXTURE_JPEG = new URL('../fixtures/06.jpg', import.meta.url).pathname;
 export const HOST = '127.0.0.1';
 
-/** Frame sizes the cut points are placed by (PROTOCOL.md; the CLI's default digest is SHA-256). */
-export const GREETING_BYTES = jsonFrame(FrameType.Greeting, { protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, software: SOFTWARE, digests: [...DIGEST_NAMES] }).length;
+/**
+ * Frame sizes the cut points are placed by (PROTOCOL.md). The CLI sends one file as a
+ * session of one entry (protocol 2): downstream Greeting, Accept, Decision, Result,
+ * Summary; upstream Open, Entry, a Data frame, the entry's Trailer, End.
+ */
+export const GREETING_BYTES = jsonFrame(FrameType.Greeting, { protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, versions: [...PROTOCOL_VERSIONS], software: SOFTWARE, digests: [...DIGEST_NAMES] }).length;
 export const ACCEPT_BYTES = jsonFrame(FrameType.Accept, { offset: 0 }).length;
-export const TRAILER_BYTES = jsonFrame(FrameType.Trailer, { hash: 'sha256', digest: '0'.repeat(64) }).length;
+export const DECISION_BYTES = jsonFrame(FrameType.Decision, { id: 1, action: 'store', offset: 0 }).length;
+/** A session's first entry's Trailer (BLAKE3, the CLI's default) and the End after it, for a file of `size` bytes. */
+export const sessionTailBytes = (size: number) =>
+  jsonFrame(FrameType.Trailer, { id: 1, bytes: size, hash: 'blake3', digest: '0'.repeat(64) }).length + jsonFrame(FrameType.End, { entries: 1, bytes: size }).length;
+export const endBytes = (size: number) => jsonFrame(FrameType.End, { entries: 1, bytes: size }).length;
 
 /** A temporary file as PROTOCOL.md names it: `.NAME.XXXXXXXX.ftx-part`. */
 export const TEMP_NAME = (name: string) => new RegExp(`^\\.${name.replace(/\./g, '\\.')}\\.[0-9a-f]{8}\\.ftx-part$`);
