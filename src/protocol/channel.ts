@@ -62,6 +62,12 @@ export class Channel {
    * frame, or a text line for a classic peer). Written just before the socket closes.
    */
   farewell: ((error: FtxError) => Buffer) | undefined;
+  /**
+   * Called whenever this side is about to wait for the peer's bytes: a writer that holds
+   * its answers back to send many in one write (a session's Decisions and Results) must
+   * let them go now, or both ends would wait for each other.
+   */
+  beforeWaiting: (() => void) | undefined;
   readonly #decoder = new FrameDecoder();
   readonly #source: ByteSource;
   #ended = false;
@@ -231,6 +237,8 @@ export class Channel {
         }
       }
       if (remaining === 0) return;
+      // From here the bytes are still to come from the peer.
+      this.beforeWaiting?.();
       if (this.#source.readInto) {
         const counted: DataSink = {
           region: (limit) => sink.region(limit),
@@ -339,6 +347,7 @@ export class Channel {
    * simply finished by whoever reads next.
    */
   #fill(): Promise<boolean> {
+    this.beforeWaiting?.();
     this.#filling ??= this.#readChunk().then(
       (chunk) => {
         this.#filling = undefined;
@@ -399,16 +408,18 @@ export class FloorWatch {
   #bytes = 0;
   #waitingSince: number | undefined = performance.now();
   #timer: NodeJS.Timeout | undefined;
-  #fail: ((error: TimeoutError) => void) | undefined;
-  readonly #failed: Promise<never>;
+  /**
+   * The guarded waits in flight, to reject if the floor fails. Each is dropped when its
+   * work settles: racing every wait of a session against one long-lived promise would
+   * leave a reaction on it per wait, and with it every frame read (a session of 100,000
+   * files grew by ~2 KB per file).
+   */
+  readonly #waiting = new Set<(error: TimeoutError) => void>();
+  #failure: TimeoutError | undefined;
 
   constructor(floor: RateFloor | undefined, peerRole: string) {
     this.#floor = floor;
     this.#peerRole = peerRole;
-    this.#failed = new Promise<never>((_, reject) => {
-      this.#fail = reject;
-    });
-    this.#failed.catch(() => {});
     if (floor) {
       const everyMs = Math.max(50, floor.windowMs / 8);
       this.#timer = setInterval(() => this.#check(Math.max(250, floor.windowMs / 4)), everyMs);
@@ -417,7 +428,24 @@ export class FloorWatch {
 
   /** Races `work` against the floor: a floor failure rejects at once. */
   guard<T>(work: Promise<T>): Promise<T> {
-    return this.#floor ? Promise.race([work, this.#failed]) : work;
+    if (!this.#floor) return work;
+    if (this.#failure) {
+      work.catch(() => {});
+      return Promise.reject(this.#failure);
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.#waiting.add(reject);
+      work.then(
+        (value) => {
+          this.#waiting.delete(reject);
+          resolve(value);
+        },
+        (error: unknown) => {
+          this.#waiting.delete(reject);
+          reject(error);
+        },
+      );
+    });
   }
 
   progress(bytes: number): void {
@@ -444,11 +472,11 @@ export class FloorWatch {
     const waited = this.#waitedMs + (this.#waitingSince === undefined ? 0 : performance.now() - this.#waitingSince);
     if (waited < floor.windowMs + graceMs) return;
     if (this.#bytes < (floor.bytesPerSecond * waited) / 1000) {
-      this.#fail?.(
-        new TimeoutError(
-          `${this.#peerRole} sent only ${formatBytes(this.#bytes)} in ${(waited / 1000).toFixed(1)} s, below the minimum rate of ${formatBytes(floor.bytesPerSecond)}/s; the link is too slow or the peer stalled`,
-        ),
+      this.#failure ??= new TimeoutError(
+        `${this.#peerRole} sent only ${formatBytes(this.#bytes)} in ${(waited / 1000).toFixed(1)} s, below the minimum rate of ${formatBytes(floor.bytesPerSecond)}/s; the link is too slow or the peer stalled`,
       );
+      for (const reject of this.#waiting) reject(this.#failure);
+      this.#waiting.clear();
       return;
     }
     this.#waitedMs = 0;

@@ -32,7 +32,7 @@
  */
 import { basename } from 'node:path';
 import { DEFAULT_MIN_BYTES_PER_SECOND } from '../defaults.js';
-import { createHasher, type DigestName } from '../digest/registry.js';
+import { createHasher, digestOfBytes, type DigestName } from '../digest/registry.js';
 import {
   ConnectionLostError,
   IntegrityError,
@@ -76,6 +76,9 @@ export const MAX_LISTED_FAILURES = 100;
 
 /** Largest control frame in a session: an Entry with a 4,096-byte path, escaped. */
 export const MAX_SESSION_FRAME_PAYLOAD = 32 * 1024;
+
+/** Queued frames for the sender are written once they reach this much (see #send). */
+const OUTBOX_BYTES = 64 * 1024;
 
 export type SessionTarget =
   | { kind: 'folder'; root: string; foldsCase: boolean }
@@ -140,6 +143,8 @@ interface PendingFile {
   request: TransferRequest | undefined;
   /** Relative path it is stored under (for its Result). */
   relative: string;
+  /** A large file's temporary file, created at its Entry (its buffers come with its data). */
+  staged?: StagedFile | undefined;
   data: FileData | undefined;
 }
 
@@ -193,6 +198,9 @@ class SessionReceiver {
   #lastDigest = '';
   /** Where the last file was stored: its full path (a stream: its label). */
   #lastPath = '';
+  /** Frames for the sender not written yet (#send). */
+  readonly #outbox: Buffer[] = [];
+  #outboxBytes = 0;
 
   constructor(channel: Channel, open: Open, target: SessionTarget, options: SessionOptions, policy: ConnectionPolicy, peer: string) {
     this.#channel = channel;
@@ -214,6 +222,8 @@ class SessionReceiver {
   async run(): Promise<ReceivedSession> {
     if (this.#open.entries !== 1) this.#options.onStart?.({ peer: this.#peer, entries: this.#open.entries, bytes: this.#open.bytes, hash: this.#open.hash });
     this.#channel.maxFramePayload = MAX_SESSION_FRAME_PAYLOAD;
+    // A failed write shows on the socket's next read as well: nothing to do here.
+    this.#channel.beforeWaiting = () => void this.#flush().catch(() => {});
     try {
       for (;;) {
         const frame = await this.#channel.readFrameWatched(this.#watch);
@@ -238,7 +248,12 @@ class SessionReceiver {
             throw new ProtocolError(`${this.#channel.peerRole} sent a ${frameTypeName(frame.type)} frame in the middle of a session`);
         }
       }
+    } catch (error) {
+      // The Results already decided go before the Error frame: the sender learns which files are safe.
+      await this.#flush().catch(() => {});
+      throw error;
     } finally {
+      this.#channel.beforeWaiting = undefined;
       this.#watch.stop();
       await this.#abandonPending();
     }
@@ -268,7 +283,13 @@ class SessionReceiver {
     this.#pending.push(pending);
     // Large files are staged now, as protocol 1 does before its Accept: a folder that cannot
     // be written fails here, before the data (small ones are written whole at their end).
-    if (!(decision.path !== undefined && entry.size !== null && entry.size <= SMALL_FILE_BYTES)) pending.data = await this.#openData(pending);
+    // Only the file: its buffers (up to 2 x 4 MiB) wait for its data, or 64 large files
+    // decided ahead would hold half a GiB.
+    if (decision.path !== undefined && !(entry.size !== null && entry.size <= SMALL_FILE_BYTES)) {
+      const staged = await StagedFile.create(decision.path, entry.mode);
+      pending.staged = staged;
+      if (pending.request) pending.request.bytesWritten = () => staged.bytesWritten;
+    }
     if (this.#open.entries === 1) this.#options.onFile?.({ name: entry.path, path: decision.path ?? decision.relative, size: entry.size ?? 0 });
   }
 
@@ -340,7 +361,8 @@ class SessionReceiver {
       // Small buffers: a pipe's reader wants bytes as they come, not in 4 MiB lumps.
       return { kind: 'staged', staged: undefined, incoming: await IncomingData.open(streamWriter(target.output, target.label), this.#open.hash, 256 * 1024, progress) };
     }
-    const staged = await StagedFile.create(file.path, file.entry.mode);
+    const staged = file.staged ?? (await StagedFile.create(file.path, file.entry.mode));
+    file.staged = staged;
     if (file.request) file.request.bytesWritten = () => staged.bytesWritten;
     return { kind: 'staged', staged, incoming: await IncomingData.open(staged, this.#open.hash, size ?? undefined, progress) };
   }
@@ -359,7 +381,7 @@ class SessionReceiver {
         throw new ProtocolError(`${this.#channel.peerRole} sent ${received} bytes for ${quoteName(entry.path)}, announced ${entry.size ?? trailer.bytes}`);
       }
       if (trailer.hash !== this.#open.hash) throw new ProtocolError(`${this.#channel.peerRole} changed digest midway (${trailer.hash}, the session's is ${this.#open.hash})`);
-      const digest = data.kind === 'small' ? await digestOf(this.#open.hash, data.buffer) : await data.incoming.finish(this.#channel);
+      const digest = data.kind === 'small' ? await digestOfBytes(this.#open.hash, data.buffer) : await data.incoming.finish(this.#channel);
       if (digest !== trailer.digest) {
         const error = new IntegrityError(
           `the data received for ${quoteName(entry.path)} does not match the sender's ${trailer.hash} (${trailer.digest.slice(0, 12)}… vs ${digest.slice(0, 12)}…); nothing of it was saved, send it again`,
@@ -439,6 +461,7 @@ class SessionReceiver {
     const counts = this.#counts;
     const summary: Summary = { entries: counts.entries, stored: counts.files + counts.folders, skipped: 0, failed: counts.failed, bytes: this.#bytes };
     await this.#send(FrameType.Summary, summary);
+    await this.#flush();
     const single = counts.entries === 1 && counts.files === 1;
     const target = this.#target;
     const where = target.kind === 'folder' ? target.root : target.kind === 'file' ? target.path : target.label;
@@ -467,9 +490,8 @@ class SessionReceiver {
 
   async #discard(file: PendingFile): Promise<void> {
     const data = file.data;
-    if (data?.kind !== 'staged') return;
-    await data.incoming.settle();
-    await data.staged?.discard();
+    if (data?.kind === 'staged') await data.incoming.settle();
+    await file.staged?.discard();
   }
 
   /** A failed session: what was on its way in is removed, claims released. */
@@ -484,8 +506,26 @@ class SessionReceiver {
     return this.#send(FrameType.Result, result);
   }
 
+  /**
+   * Queues a frame for the sender. Decisions and Results are many small frames (two per
+   * file): sent one write each, they cost a session of 10,000 small files 20,000 socket
+   * writes. They go together when this side is about to wait for the sender (the
+   * channel's beforeWaiting), or once 64 KiB have gathered.
+   */
   #send(type: (typeof FrameType)[keyof typeof FrameType], body: object): Promise<void> {
-    return this.#channel.write(jsonFrame(type, body));
+    const frame = jsonFrame(type, body);
+    this.#outbox.push(frame);
+    this.#outboxBytes += frame.length;
+    return this.#outboxBytes >= OUTBOX_BYTES ? this.#flush() : Promise.resolve();
+  }
+
+  /** Writes what is queued; resolves once it is handed to the socket. */
+  #flush(): Promise<void> {
+    if (this.#outbox.length === 0) return Promise.resolve();
+    const bytes = this.#outbox.length === 1 ? (this.#outbox[0] as Buffer) : Buffer.concat(this.#outbox, this.#outboxBytes);
+    this.#outbox.length = 0;
+    this.#outboxBytes = 0;
+    return this.#channel.write(bytes);
   }
 }
 
@@ -501,11 +541,6 @@ function bufferSink(data: { buffer: Buffer; filled: number }): DataSink {
   };
 }
 
-async function digestOf(algorithm: DigestName, bytes: Buffer): Promise<string> {
-  const hash = await createHasher(algorithm);
-  hash.update(bytes);
-  return hash.digest();
-}
 
 /** The stored path relative to the target: the entry's folder, and the name it got (maybe "name-N"). */
 function joinRelative(relative: string, path: string): string {

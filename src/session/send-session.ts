@@ -20,7 +20,7 @@
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { open as openFile, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { createHasher, type DigestName } from '../digest/registry.js';
+import { createHasher, digestOfBytes, type DigestName } from '../digest/registry.js';
 import {
   ConnectionLostError,
   IntegrityError,
@@ -246,7 +246,7 @@ class SessionSender {
         this.#options.onEntry?.({ path: ahead.entry.path, type: 'dir', outcome: 'stored', bytes: 0 });
         return;
       case 'small': {
-        const digest = await digestOf(this.#options.hash, ahead.bytes);
+        const digest = await digestOfBytes(this.#options.hash, ahead.bytes);
         if (ahead.bytes.length > 0) {
           this.#queue(dataFrameHeader(ahead.bytes.length));
           this.#queue(ahead.bytes);
@@ -392,7 +392,7 @@ class SessionSender {
     const bytes = this.#batch.length === 1 ? (this.#batch[0] as Buffer) : Buffer.concat(this.#batch, this.#batchBytes);
     this.#batch = [];
     this.#batchBytes = 0;
-    await Promise.race([this.#channel.write(bytes), this.#replies.failure]);
+    await this.#replies.guard(this.#channel.write(bytes));
   }
 
   /** Whatever is still open when the session ends (it failed midway). */
@@ -417,6 +417,7 @@ class SessionReplies {
   #summaryWaiter: ((summary: Summary) => void) | undefined;
   #error: FtxError | undefined;
   #reject!: (error: FtxError) => void;
+  readonly #guarded = new Set<(error: FtxError) => void>();
   #stopped = false;
   /** Rejects when the session fails on the receiver's side; never resolves. */
   readonly failure: Promise<never>;
@@ -442,7 +443,7 @@ class SessionReplies {
       this.#decisions.delete(id);
       return Promise.resolve(known);
     }
-    return Promise.race([new Promise<Decision>((resolve) => (this.#waiting = { id, resolve })), this.failure]);
+    return this.guard(new Promise<Decision>((resolve) => (this.#waiting = { id, resolve })));
   }
 
   /** A file's data and trailer are out: its Result is checked against this. */
@@ -452,7 +453,33 @@ class SessionReplies {
 
   summary(): Promise<Summary> {
     if (this.#summary) return Promise.resolve(this.#summary);
-    return Promise.race([new Promise<Summary>((resolve) => (this.#summaryWaiter = resolve)), this.failure]);
+    return this.guard(new Promise<Summary>((resolve) => (this.#summaryWaiter = resolve)));
+  }
+
+  /**
+   * `work`, or the session's failure if that comes first. The waits in flight are kept
+   * in a set and dropped as they settle: racing each against the long-lived `failure`
+   * would leave a reaction on it per wait, holding what each resolved with, for the
+   * whole session.
+   */
+  guard<T>(work: Promise<T>): Promise<T> {
+    if (this.#error) {
+      work.catch(() => {});
+      return Promise.reject(this.#error);
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.#guarded.add(reject);
+      work.then(
+        (value) => {
+          this.#guarded.delete(reject);
+          resolve(value);
+        },
+        (error: unknown) => {
+          this.#guarded.delete(reject);
+          reject(error);
+        },
+      );
+    });
   }
 
   throwIfFailed(): void {
@@ -463,6 +490,8 @@ class SessionReplies {
     if (this.#error) return;
     this.#error = error;
     this.#reject(error);
+    for (const reject of this.#guarded) reject(error);
+    this.#guarded.clear();
   }
 
   stop(): void {
@@ -545,8 +574,3 @@ function readSmallFile(path: string): Buffer {
   }
 }
 
-async function digestOf(algorithm: DigestName, bytes: Buffer): Promise<string> {
-  const hash = await createHasher(algorithm);
-  hash.update(bytes);
-  return hash.digest();
-}
