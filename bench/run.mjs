@@ -18,13 +18,22 @@
  *            receiver; aggregate MB/s and the receiver's peak RSS; every stored file compared.
  *   digests  each digest's rate on one core, in memory (1 MiB updates): BLAKE3 native and
  *            wasm, SHA-256, XXH3-128, through ftx's own registry (dist/index.js).
+ * Sessions (protocol v2: many entries in one connection):
+ *   tree     10,000 files of 4 KiB in 20 folders: `ftx send DIR` into `ftx recv FOLDER` against
+ *            `tar c | nc` into `nc -l | tar x`, on tmpfs and on a disk-backed folder (ftx fsyncs
+ *            every file; tar does not, so on disk also `tar x && sync -f`). Files/s, MB/s, CPU
+ *            seconds and peak RSS per side; every received tree checked with diff -r. When ftx
+ *            is below 0.5x tar|nc on tmpfs (or with --profile), one more ftx run under --cpu-prof.
+ *   session  one large file inside a folder session (`ftx send DIR`) against the same file alone.
+ *   stream   `cat FILE | ftx send - --name NAME` into `ftx recv - > out` against `cat | nc`.
+ *   bigtree  100,000 files of 0-100 bytes in 100 folders in one session: peak RSS per side, files/s.
  *
  * Results: a table on stdout (also in bench/results/last-report.txt), everything (every run)
  * in bench/results/<timestamp>.json.
  * Generated data lives in bench/data/ and is reused. Run `node bench/run.mjs --help`.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statfsSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -37,13 +46,18 @@ import { measureDigestRates } from './lib/digests.mjs';
 import { killAll, runQuiet, startMeasured, waitForLine } from './lib/proc.mjs';
 import { fixed, mb, ms, oneLine, ratio, spread, table } from './lib/report.mjs';
 import { runServeBatch } from './lib/serve.mjs';
+import { ensureSessionFolder, sessionPeers, streamPeers } from './lib/session-peers.mjs';
 import { availableMemoryBytes, ensureDataFile, ensureServeFiles, ensureTool, freeBytes, isGnuTime, isOpenbsdNetcat, missingServeBytes, parseSize, sizeLabel, warmCache } from './lib/setup.mjs';
 import { MB, median, summarize } from './lib/stats.mjs';
 import { runTransfer } from './lib/transfer.mjs';
+import { ensureTree, runTreeTransfer, treePeers, warmTree } from './lib/trees.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const GIB = 1024 ** 3;
-const SCENARIOS = ['large', 'memory', 'slow', 'startup', 'serve', 'digests'];
+const SCENARIOS = ['large', 'memory', 'slow', 'startup', 'serve', 'digests', 'tree', 'session', 'stream', 'bigtree'];
+const MEDIA = ['tmpfs', 'disk'];
+/** statfs(2) f_type of tmpfs and ramfs: memory, not a disk. */
+const MEMORY_FS_TYPES = new Set([0x01021994, 0x858458f6]);
 
 /** Issue #12's targets (serve: issue #10's), all as same-round medians. */
 const TARGET = {
@@ -61,6 +75,13 @@ const TARGET = {
   serveVsSequential: 0.9,
   serveRssBytes: 200 * MB,
   serveSenders: 32,
+  /** Sessions: peak RSS per side for the bigtree session (100,000 entries). */
+  bigTreeRssBytes: 100 * MB,
+  bigTreeFiles: 100_000,
+  /** A file inside a folder session against the same file alone: "about the same" read as >= 0.9x. */
+  sessionVsAlone: 0.9,
+  /** Below this tree files/s ratio to tar|nc on tmpfs, the tree scenario profiles one ftx run. */
+  treeProfileBelow: 0.5,
 };
 /**
  * "Flat" RSS across file sizes: the largest file's peak may exceed the smallest's by at
@@ -83,9 +104,21 @@ const HELP = `Usage: npm run bench -- [options]      (or: node bench/run.mjs [op
   --serve-bytes SIZE   serve scenario: total bytes, split evenly among the senders (default 1G)
   --digest-size SIZE   digests scenario: bytes hashed per digest, per round and working set (default 512M)
   --digest-rounds N    digests scenario: rounds (default 3)
+  --tree-files N       tree scenario: files (default 10000)
+  --tree-folders N     tree scenario: folders they are dealt into (default 20)
+  --tree-file-size S   tree scenario: bytes per file (default 4K)
+  --media LIST         tree scenario: where to receive: tmpfs (/dev/shm), disk (default tmpfs,disk)
+  --disk-dir DIR       tree scenario, disk medium: a folder on a disk-backed file system (default ${tmpdir()},
+                       or bench/data if that is tmpfs); the bench works in a new folder inside it
+  --bigtree-files N    bigtree scenario: files (default 100000)
+  --bigtree-folders N  bigtree scenario: folders (default 100)
+  --bigtree-max-size S bigtree scenario: each file 0..S bytes, random (default 100)
+  --bigtree-rounds N   bigtree scenario: rounds (default 1)
+  (tree, session and stream run --rounds rounds; session and stream send a --size file)
   --only LIST          scenarios to run: ${SCENARIOS.join(',')}
   --skip LIST          scenarios to leave out
   --profile            also run one ftx transfer (default digest) under node --cpu-prof and list top self time
+                       (and one tree transfer on tmpfs, which the tree scenario does anyway below 0.5x tar|nc)
   --profile-dir DIR    where the .cpuprofile files go (default: a new folder in ${tmpdir()})
   --out-dir DIR        where received files are written (default /dev/shm/ftx-bench-PID)
   -h, --help           this text
@@ -107,6 +140,15 @@ function parseOptions(argv) {
       'serve-bytes': { type: 'string', default: '1G' },
       'digest-size': { type: 'string', default: '512M' },
       'digest-rounds': { type: 'string', default: '3' },
+      'tree-files': { type: 'string', default: '10000' },
+      'tree-folders': { type: 'string', default: '20' },
+      'tree-file-size': { type: 'string', default: '4K' },
+      media: { type: 'string', default: MEDIA.join(',') },
+      'disk-dir': { type: 'string' },
+      'bigtree-files': { type: 'string', default: '100000' },
+      'bigtree-folders': { type: 'string', default: '100' },
+      'bigtree-max-size': { type: 'string', default: '100' },
+      'bigtree-rounds': { type: 'string', default: '1' },
       only: { type: 'string' },
       skip: { type: 'string' },
       profile: { type: 'boolean', default: false },
@@ -129,6 +171,10 @@ function parseOptions(argv) {
   const senders = positive(values.senders, 'senders');
   const serveBytes = parseSize(values['serve-bytes']);
   if (serveBytes < senders) throw new Error(`--serve-bytes ${values['serve-bytes']} cannot be split among ${senders} senders`);
+  const media = list(values.media);
+  for (const medium of media) if (!MEDIA.includes(medium)) throw new Error(`unknown medium "${medium}"; choose from ${MEDIA.join(', ')}`);
+  const treeFolders = positive(values['tree-folders'], 'tree-folders');
+  const bigTreeFolders = positive(values['bigtree-folders'], 'bigtree-folders');
   const slowRate = Number(values['slow-rate']);
   if (!(slowRate > 0)) throw new Error(`--slow-rate must be a positive number of MB/s, not "${values['slow-rate']}"`);
   return {
@@ -144,6 +190,11 @@ function parseOptions(argv) {
     serveBytes,
     digestBytes: parseSize(values['digest-size']),
     digestRounds: positive(values['digest-rounds'], 'digest-rounds'),
+    tree: { files: Math.max(positive(values['tree-files'], 'tree-files'), treeFolders), folders: treeFolders, minBytes: parseSize(values['tree-file-size']), maxBytes: parseSize(values['tree-file-size']) },
+    media,
+    diskDir: values['disk-dir'],
+    bigTree: { files: Math.max(positive(values['bigtree-files'], 'bigtree-files'), bigTreeFolders), folders: bigTreeFolders, minBytes: 0, maxBytes: parseSize(values['bigtree-max-size']) },
+    bigTreeRounds: positive(values['bigtree-rounds'], 'bigtree-rounds'),
     scenarios: new Set((only.length ? only : SCENARIOS).filter((name) => !skip.includes(name))),
     profile: values.profile,
     profileDir: values['profile-dir'],
@@ -421,6 +472,282 @@ async function runProfile(context) {
   return { dir: profileDir, run, sides: summaries };
 }
 
+// ---------------------------------------------------------------- sessions (protocol v2)
+
+/** The bench's own timer fires first; `timeout -k` around every child is the backstop. */
+const hardLimitSeconds = (timeoutMs) => timeoutMs / 1000 + 30;
+/** Generous, as transferTimeoutMs: 10 ms per file (an fsync each on a slow disk) on top. */
+const treeTimeoutMs = (tree) => 60_000 + tree.files * 10 + (tree.bytes / (5 * MB)) * 1000;
+
+/** `items` rotated by round - 1, so no peer always runs first (after a pause) or last. */
+function rotated(items, round) {
+  const shift = (round - 1) % items.length;
+  return [...items.slice(shift), ...items.slice(0, shift)];
+}
+
+/**
+ * Median (and range) over rounds of value(run) / value(the reference's run of the same round),
+ * for the valid runs in `mine`; `isReference(candidate, run)` picks the reference. Null without a pair.
+ */
+function sameRoundRatios(mine, runs, isReference, value) {
+  const ratios = [];
+  for (const run of mine.filter((candidate) => candidate.valid)) {
+    const other = runs.find((candidate) => candidate.valid && candidate.round === run.round && isReference(candidate, run));
+    const mineValue = value(run);
+    const otherValue = other ? value(other) : null;
+    if (Number.isFinite(mineValue) && Number.isFinite(otherValue) && otherValue > 0) ratios.push(mineValue / otherValue);
+  }
+  return ratios.length ? { ...summarize(ratios), perRound: ratios } : null;
+}
+
+/**
+ * Where trees are received: tmpfs (the --out-dir, /dev/shm by default) and a disk-backed
+ * folder (--disk-dir, else the temp folder, else bench/data: the first that is not tmpfs).
+ * Returns [{ id, root, fsType, dir } or { id, skipped }]; roots are emptied at the end.
+ */
+async function treeMedia(context, wanted = context.options.media) {
+  const media = [];
+  for (const id of wanted) {
+    if (id === 'tmpfs') {
+      if (!isMemoryFs(context.outDir)) {
+        media.push({ id, skipped: `${context.outDir} is not tmpfs (see --out-dir)` });
+        continue;
+      }
+      media.push({ id, root: join(context.outDir, 'trees'), dir: context.outDir, fsType: await fsTypeOf(context.outDir) });
+      continue;
+    }
+    const candidates = context.options.diskDir ? [context.options.diskDir] : [tmpdir(), context.dataDir];
+    const dir = candidates.find((candidate) => existsSync(candidate) && !isMemoryFs(candidate));
+    if (!dir) {
+      media.push({ id, skipped: `no disk-backed folder: ${candidates.join(', ')} ${candidates.length > 1 ? 'are' : 'is'} tmpfs or missing (see --disk-dir)` });
+      continue;
+    }
+    const root = join(dir, `ftx-bench-disk-${process.pid}`);
+    context.scratchDirs.push(root);
+    media.push({ id, root, dir, fsType: await fsTypeOf(dir) });
+  }
+  return media;
+}
+
+function isMemoryFs(folder) {
+  try {
+    return MEMORY_FS_TYPES.has(Number(statfsSync(folder).type));
+  } catch {
+    return false;
+  }
+}
+
+/** "ext4", from `df --output=fstype` (statfs(2) gives only a number). */
+async function fsTypeOf(folder) {
+  const result = await runQuiet('df', ['--output=fstype', folder]);
+  const type = result.stdout.trim().split('\n').at(-1)?.trim();
+  return result.code === 0 && type ? type : `0x${Number(statfsSync(folder).type).toString(16)}`;
+}
+
+/** On a disk, write back what the last run (and its removal) left dirty, off the clock, so the next run does not pay for it. */
+async function settle(medium) {
+  if (medium.id === 'disk') await runQuiet('sync', ['-f', medium.dir]);
+}
+
+const folderSlug = (id) => id.replace(/[^a-z0-9]+/gi, '-');
+
+async function runTree(context) {
+  const { options } = context;
+  if (context.nc.skip) return { skipped: `tar|nc needs OpenBSD nc: ${context.nc.skip}` };
+  const tree = ensureTree(context.dataDir, options.tree, log);
+  warmTree(tree.path);
+  const media = await treeMedia(context);
+  for (const medium of media) if (medium.skipped) log(`tree: skipping ${medium.id}: ${medium.skipped}`);
+  const timeoutMs = treeTimeoutMs(tree);
+  const peers = treePeers({ ftxBin: context.ftxBin, ncPath: context.nc.path, cwd: ROOT, timeBinary: context.timeBinary, limitSeconds: hardLimitSeconds(timeoutMs) });
+  // tar x never fsyncs: on a disk, `tar x && sync -f` is the reference that promises what ftx does.
+  const plans = media.filter((medium) => !medium.skipped).map((medium) => ({ medium, peers: medium.id === 'disk' ? [peers.ftx, peers.tar, peers.tarSync] : [peers.ftx, peers.tar] }));
+  const runs = [];
+  for (let round = 1; round <= options.rounds; round++) {
+    for (const { medium, peers: order } of plans) {
+      for (const peer of rotated(order, round)) {
+        await settle(medium);
+        const run = await runTreeTransfer(peer, tree, { folder: join(medium.root, `tree-${folderSlug(peer.id)}`), timeoutMs });
+        Object.assign(run, { round, medium: medium.id });
+        runs.push(run);
+        log(`tree ${round}/${options.rounds}  ${medium.id.padEnd(5)} ${peer.id.padEnd(11)} ${describeTreeRun(run)}`);
+      }
+    }
+  }
+  const groups = plans.flatMap(({ medium, peers: order }) => order.map((peer) => treeGroup(runs, medium, peer.id)));
+  const tmpfsFtx = groups.find((group) => group.medium === 'tmpfs' && group.peer === 'ftx');
+  const slow = tmpfsFtx?.vsTar ? tmpfsFtx.vsTar.median < TARGET.treeProfileBelow : false;
+  const tmpfs = plans.find((plan) => plan.medium.id === 'tmpfs')?.medium;
+  let profile;
+  if (tmpfs && (slow || options.profile)) {
+    const reason = slow ? `ftx at ${ratio(tmpfsFtx.vsTar.median)} of tar|nc on tmpfs (< ${TARGET.treeProfileBelow}x)` : '--profile';
+    profile = await profileTree(context, tree, tmpfs, timeoutMs, reason);
+  }
+  return { tree: describeTree(tree), rounds: options.rounds, media, groups, runs, profile };
+}
+
+function describeTree(tree) {
+  return { name: tree.name, path: tree.path, files: tree.files, folders: tree.folders, bytes: tree.bytes, spec: tree.spec };
+}
+
+function treeGroup(runs, medium, peerId) {
+  const mine = runs.filter((run) => run.medium === medium.id && run.peer === peerId);
+  const valid = mine.filter((run) => run.valid);
+  const peerOf = (id) => (candidate, run) => candidate.medium === run.medium && candidate.peer === id;
+  const filesPerSecond = (run) => run.filesPerSecond;
+  const isTar = peerId.startsWith('tar');
+  return {
+    medium: medium.id,
+    fsType: medium.fsType,
+    root: medium.root,
+    peer: peerId,
+    runs: mine.length,
+    valid: valid.length,
+    errors: mine.filter((run) => !run.valid).map((run) => `round ${run.round}: ${run.error}`),
+    filesPerSecond: summarize(valid.map(filesPerSecond)),
+    mbps: summarize(valid.map((run) => run.mbps)),
+    wallSeconds: summarize(valid.map((run) => run.wallSeconds)),
+    senderCpuSeconds: summarize(valid.map((run) => run.sender.cpuSeconds)),
+    receiverCpuSeconds: summarize(valid.map((run) => run.receiver.cpuSeconds)),
+    receiverUserSeconds: summarize(valid.map((run) => run.receiver.userSeconds)),
+    receiverSysSeconds: summarize(valid.map((run) => run.receiver.sysSeconds)),
+    bothCpuSeconds: summarize(valid.map((run) => run.bothCpuSeconds)),
+    senderPeakRssBytes: maxOf(valid.map((run) => run.sender.peakRssBytes)),
+    receiverPeakRssBytes: maxOf(valid.map((run) => run.receiver.peakRssBytes)),
+    vsTar: peerId === 'tar|nc' ? null : sameRoundRatios(mine, runs, peerOf('tar|nc'), filesPerSecond),
+    vsTarSync: medium.id === 'disk' && peerId !== 'tar|nc+sync' ? sameRoundRatios(mine, runs, peerOf('tar|nc+sync'), filesPerSecond) : null,
+    cpuVsTar: isTar ? null : sameRoundRatios(mine, runs, peerOf('tar|nc'), (run) => run.bothCpuSeconds),
+  };
+}
+
+/** One more ftx tree transfer on tmpfs with node --cpu-prof on both sides; top self time per side. */
+async function profileTree(context, tree, medium, timeoutMs, reason) {
+  const dir = context.options.profileDir ? join(context.options.profileDir, 'tree') : join(tmpdir(), `ftx-bench-tree-profile-${timestamp()}`);
+  const sides = { recv: join(dir, 'recv'), send: join(dir, 'send') };
+  for (const side of Object.values(sides)) {
+    rmSync(side, { recursive: true, force: true });
+    mkdirSync(side, { recursive: true });
+  }
+  const nodeArgs = Object.fromEntries(Object.entries(sides).map(([side, sideDir]) => [side, ['--cpu-prof', '--cpu-prof-dir', sideDir]]));
+  const { ftx } = treePeers({ ftxBin: context.ftxBin, ncPath: context.nc.path, cwd: ROOT, timeBinary: context.timeBinary, limitSeconds: hardLimitSeconds(timeoutMs), nodeArgs });
+  log(`tree profile (${reason}): one ftx run on ${medium.id} under --cpu-prof, profiles in ${dir}`);
+  const run = await runTreeTransfer(ftx, tree, { folder: join(medium.root, 'tree-profile'), timeoutMs });
+  log(`tree profile  ${describeTreeRun(run)}`);
+  const summaries = {};
+  for (const [side, sideDir] of Object.entries(sides)) {
+    const file = readdirSync(sideDir).find((name) => name.endsWith('.cpuprofile'));
+    summaries[side] = file ? summarizeProfile(join(sideDir, file)) : { error: `no .cpuprofile in ${sideDir}` };
+  }
+  return { dir, reason, medium: medium.id, run, sides: summaries };
+}
+
+async function runSessionFile(context) {
+  const { options, outDir } = context;
+  const lacking = lackingSpace(context, options.size);
+  if (lacking) return { skipped: lacking };
+  const source = await ensureDataFile(context.dataDir, options.size, log);
+  const { folder } = ensureSessionFolder(context.dataDir, source);
+  await warmCache(source.path);
+  const timeoutMs = transferTimeoutMs(source.size);
+  const peers = sessionPeers({ ftxBin: context.ftxBin, cwd: ROOT, timeBinary: context.timeBinary, limitSeconds: hardLimitSeconds(timeoutMs), defaultDigest: context.defaultDigest, sessionFolder: folder });
+  const runs = await fileRounds('session', peers, source, options.rounds, timeoutMs, (peer) => join(outDir, `session-${peer.id}`));
+  return {
+    source: { path: source.path, bytes: source.size },
+    sessionFolder: folder,
+    rounds: options.rounds,
+    groups: peers.map((peer) => fileGroup(runs, peer, ['ftx-alone'])),
+    runs,
+  };
+}
+
+async function runStream(context) {
+  const { options, outDir } = context;
+  const lacking = lackingSpace(context, options.size);
+  if (lacking) return { skipped: lacking };
+  const source = await ensureDataFile(context.dataDir, options.size, log);
+  await warmCache(source.path);
+  const timeoutMs = transferTimeoutMs(source.size);
+  const all = streamPeers({ ftxBin: context.ftxBin, ncPath: context.nc.path, cwd: ROOT, timeBinary: context.timeBinary, limitSeconds: hardLimitSeconds(timeoutMs), defaultDigest: context.defaultDigest });
+  const skippedPeers = all.filter((peer) => peer.skip).map((peer) => ({ peer: peer.id, reason: peer.skip }));
+  for (const { peer, reason } of skippedPeers) log(`stream: skipping ${peer}: ${reason}`);
+  const peers = all.filter((peer) => !peer.skip);
+  const runs = await fileRounds('stream', peers, source, options.rounds, timeoutMs, (peer) => join(outDir, `stream-${peer.id}.bin`));
+  return {
+    source: { path: source.path, bytes: source.size },
+    rounds: options.rounds,
+    skippedPeers,
+    groups: peers.map((peer) => fileGroup(runs, peer, ['nc-stream', 'ftx-file'])),
+    runs,
+  };
+}
+
+/** Every peer once per round (order rotated), one file each, through runTransfer. */
+async function fileRounds(name, peers, source, rounds, timeoutMs, outFor) {
+  const runs = [];
+  for (let round = 1; round <= rounds; round++) {
+    for (const peer of rotated(peers, round)) {
+      const run = await runTransfer(peer, 'file', source, { out: outFor(peer), timeoutMs });
+      run.round = round;
+      runs.push(run);
+      log(`${name} ${round}/${rounds}  ${peer.id.padEnd(11)} ${describeRun(run)}`);
+    }
+  }
+  return runs;
+}
+
+/** One peer's runs of a one-file scenario, with same-round ratios to each of `references`. */
+function fileGroup(runs, peer, references) {
+  const mine = runs.filter((run) => run.peer === peer.id);
+  const valid = mine.filter((run) => run.valid);
+  const peerIs = (id) => (candidate) => candidate.peer === id;
+  const vs = {};
+  const cpuVs = {};
+  for (const reference of references.filter((id) => id !== peer.id)) {
+    vs[reference] = sameRoundRatios(mine, runs, peerIs(reference), (run) => run.mbps);
+    cpuVs[reference] = sameRoundRatios(mine, runs, peerIs(reference), (run) => run.bothCpuPerGiB);
+  }
+  return {
+    peer: peer.id,
+    label: peer.label,
+    runs: mine.length,
+    valid: valid.length,
+    errors: mine.filter((run) => !run.valid).map((run) => `round ${run.round}: ${run.error}`),
+    mbps: summarize(valid.map((run) => run.mbps)),
+    wallSeconds: summarize(valid.map((run) => run.wallSeconds)),
+    sender: sideSummary(valid.map((run) => run.sender)),
+    receiver: sideSummary(valid.map((run) => run.receiver)),
+    bothCpuPerGiB: summarize(valid.map((run) => run.bothCpuPerGiB)),
+    vs,
+    cpuVs,
+  };
+}
+
+async function runBigTree(context) {
+  const { options } = context;
+  if (context.nc.skip) return { skipped: `tar|nc needs OpenBSD nc: ${context.nc.skip}` };
+  const [medium] = await treeMedia(context, ['tmpfs']);
+  if (medium.skipped) return { skipped: medium.skipped };
+  // Every file takes at least a page of tmpfs (RAM), and the source tree is in the page cache too.
+  const memoryNeeded = options.bigTree.files * 2 * 4096 + 512 * MB;
+  const memory = availableMemoryBytes();
+  if (memory !== undefined && memory < memoryNeeded) return { skipped: `only ${(memory / GIB).toFixed(1)} GiB of memory available; ${options.bigTree.files} files on tmpfs want about ${(memoryNeeded / GIB).toFixed(1)}` };
+  const tree = ensureTree(context.dataDir, options.bigTree, log);
+  warmTree(tree.path);
+  const timeoutMs = treeTimeoutMs(tree);
+  const peers = treePeers({ ftxBin: context.ftxBin, ncPath: context.nc.path, cwd: ROOT, timeBinary: context.timeBinary, limitSeconds: hardLimitSeconds(timeoutMs) });
+  const order = [peers.ftx, peers.tar];
+  const runs = [];
+  for (let round = 1; round <= options.bigTreeRounds; round++) {
+    for (const peer of rotated(order, round)) {
+      const run = await runTreeTransfer(peer, tree, { folder: join(medium.root, `bigtree-${folderSlug(peer.id)}`), timeoutMs });
+      Object.assign(run, { round, medium: medium.id });
+      runs.push(run);
+      log(`bigtree ${round}/${options.bigTreeRounds}  ${peer.id.padEnd(7)} ${describeTreeRun(run)}`);
+    }
+  }
+  return { tree: describeTree(tree), rounds: options.bigTreeRounds, medium, groups: order.map((peer) => treeGroup(runs, medium, peer.id)), runs };
+}
+
 // ---------------------------------------------------------------- helpers
 
 /**
@@ -460,6 +787,14 @@ function describeRun(run) {
   return (
     `${run.wallSeconds.toFixed(2)} s  ${run.mbps.toFixed(0)} MB/s  cpu/GiB send ${fixed(run.sender.cpuPerGiB, 2) ?? '-'} / recv ${fixed(run.receiver.cpuPerGiB, 2) ?? '-'}  ` +
     `rss send ${mb(run.sender.peakRssBytes)} / recv ${mb(run.receiver.peakRssBytes)} MB  ok`
+  );
+}
+
+function describeTreeRun(run) {
+  if (!run.valid) return `INVALID: ${run.error}`;
+  return (
+    `${run.wallSeconds.toFixed(2)} s  ${run.filesPerSecond.toFixed(0)} files/s  ${run.mbps.toFixed(1)} MB/s  cpu send ${fixed(run.sender.cpuSeconds, 2) ?? '-'} / recv ${fixed(run.receiver.cpuSeconds, 2) ?? '-'} s  ` +
+    `rss send ${mb(run.sender.peakRssBytes)} / recv ${mb(run.receiver.peakRssBytes)} MB  ${run.compared}`
   );
 }
 
@@ -613,7 +948,25 @@ function evaluateTargets(results) {
       add(others, `serve: receiver peak RSS, ${n} senders at once`, rss, rss === null ? null : `${mb(rss)} MB`, rssGoal, rss === null ? null : rss <= TARGET.serveRssBytes, rss === null ? 'not measured' : fewer);
     }
   }
-  return { targets, others };
+  // Sessions (protocol v2).
+  const sessions = [];
+  const { session, bigTree } = results.scenarios;
+  if (bigTree) {
+    const ftx = bigTree.groups?.find((group) => group.peer === 'ftx');
+    const note = bigTree.skipped ? `skipped: ${bigTree.skipped}` : !ftx?.valid ? 'no valid run' : bigTree.tree.files === TARGET.bigTreeFiles ? undefined : `${bigTree.tree.files} files measured; the target is for ${TARGET.bigTreeFiles}`;
+    for (const [side, key] of [
+      ['sender', 'senderPeakRssBytes'],
+      ['receiver', 'receiverPeakRssBytes'],
+    ]) {
+      const peak = ftx?.valid ? ftx[key] : null;
+      add(sessions, `ftx ${side} peak RSS, one session of ${bigTree.tree?.files ?? TARGET.bigTreeFiles} files`, peak, peak === null ? null : `${mb(peak)} MB`, `<= ${mb(TARGET.bigTreeRssBytes)} MB`, peak === null ? null : peak <= TARGET.bigTreeRssBytes, note);
+    }
+  }
+  if (session) {
+    const vs = session.groups?.find((group) => group.peer === 'ftx-session')?.vs['ftx-alone']?.median ?? null;
+    add(sessions, 'a file in a folder session / the same file alone, MB/s', vs, ratio(vs), `>= ${TARGET.sessionVsAlone.toFixed(2)}x`, vs === null ? null : vs >= TARGET.sessionVsAlone, session.skipped ? `skipped: ${session.skipped}` : vs === null ? 'no valid pair of runs' : '"about the same", as the bench reads it');
+  }
+  return { targets, others, sessions };
 }
 
 function printReport(results) {
@@ -798,6 +1151,62 @@ function printReport(results) {
     );
   }
 
+  const tree = results.scenarios.tree;
+  if (tree?.skipped) out.push('', `6. Many small files: skipped: ${tree.skipped}`);
+  else if (tree) {
+    const t = tree.tree;
+    out.push(
+      '',
+      `6. Many small files: ${t.files} files of ${sizeText(t.spec.minBytes, t.spec.maxBytes)} in ${t.spec.folders} folders (${(t.bytes / MB).toFixed(1)} MB, random), one session each; ${tree.rounds} rounds, order rotated`,
+      '   ftx send DIR -> ftx recv FOLDER   vs   tar c DIR | nc -N  ->  nc -l | tar x   (on disk also: ... | tar x && sync -f FOLDER)',
+    );
+    out.push(indent(treeTable(tree.groups, tree.media)));
+    out.push(
+      '   files/s, MB/s: the tree over the wall time from the sender\'s spawn until both sides exited (start-up included).',
+      '   x tar|nc (x tar+sync) = median of same-round files/s ratios on the same medium; CPU s = user+sys of the whole side (GNU time;',
+      '   for tar|nc: bash, tar and nc together), both = the sum per run; recv usr/sys = the receiver\'s parts. RSS = peak, max over rounds.',
+      '   Every received tree compared with its source by diff -r (and nothing else left beside it); ftx\'s summaries must count every',
+      '   file, folder and byte, none failed. ftx fsyncs every file and folder; tar x fsyncs nothing (hence the +sync row on disk).',
+    );
+    for (const medium of tree.media) if (medium.skipped) out.push(`   skipped ${medium.id}: ${medium.skipped}`);
+    for (const group of tree.groups) for (const error of group.errors) out.push(`   INVALID ${group.medium} ${group.peer} ${oneLine(error)}`);
+    if (tree.profile) pushProfile(out, `   CPU profile of one ftx tree transfer on ${tree.profile.medium} (${tree.profile.reason}; main thread self time, top 5; profiles in ${tree.profile.dir})`, tree.profile, 5);
+  }
+
+  const session = results.scenarios.session;
+  if (session?.skipped) out.push('', `7. A file in a session: skipped: ${session.skipped}`);
+  else if (session) {
+    out.push('', `7. A file in a session: ${sizeLabel(session.source.bytes)} random, inside a folder session (ftx send DIR) vs alone (ftx send FILE), both into ftx recv FOLDER on tmpfs; ${session.rounds} rounds, order rotated`);
+    out.push(indent(fileTable(session.groups, 'ftx-alone', 'x alone')));
+    out.push(
+      `   DIR (${relative(ROOT, session.sessionFolder)}) holds only a hard link to the file. x alone = median of same-round MB/s ratios; CPU/GiB as in 1.`,
+      "   Each stored file byte-compared with the source (cmp); both summaries must be ok with the byte count (alone: and the source's digest).",
+    );
+    for (const group of session.groups) for (const error of group.errors) out.push(`   INVALID ${group.peer} ${oneLine(error)}`);
+  }
+
+  const stream = results.scenarios.stream;
+  if (stream?.skipped) out.push('', `8. A stream: skipped: ${stream.skipped}`);
+  else if (stream) {
+    out.push('', `8. A stream: cat ${sizeLabel(stream.source.bytes)} | ftx send - --name NAME  ->  ftx recv - > file on tmpfs, vs cat | nc -N -> nc -l > file; ${stream.rounds} rounds, order rotated`);
+    out.push(indent(fileTable(stream.groups, 'nc-stream', 'x nc', 'ftx-file', 'x ftx file')));
+    out.push(
+      '   ftx-file: ftx send FILE -> ftx recv FILE, for reference. CPU includes cat on the sending side of both streams.',
+      "   Every output byte-compared with the source (cmp); ftx's sender summary and the receiver's \"received\" log line must give the source's digest (b3sum).",
+    );
+    for (const skipped of stream.skippedPeers) out.push(`   skipped ${skipped.peer}: ${skipped.reason}`);
+    for (const group of stream.groups) for (const error of group.errors) out.push(`   INVALID ${group.peer} ${oneLine(error)}`);
+  }
+
+  const bigTree = results.scenarios.bigTree;
+  if (bigTree?.skipped) out.push('', `9. A large session: skipped: ${bigTree.skipped}`);
+  else if (bigTree) {
+    const t = bigTree.tree;
+    out.push('', `9. A large session: ${t.files} files of ${sizeText(t.spec.minBytes, t.spec.maxBytes)} in ${t.spec.folders} folders (${(t.bytes / MB).toFixed(1)} MB) in one session, into tmpfs; ${bigTree.rounds} round(s); columns as in 6.`);
+    out.push(indent(treeTable(bigTree.groups, [bigTree.medium])));
+    for (const group of bigTree.groups) for (const error of group.errors) out.push(`   INVALID ${group.peer} ${oneLine(error)}`);
+  }
+
   if (results.profile) {
     out.push('', `CPU profile of one ftx transfer (main thread self time; profiles in ${results.profile.dir})`);
     for (const [side, summary] of Object.entries(results.profile.sides)) {
@@ -819,15 +1228,97 @@ function printReport(results) {
     }
   }
 
-  const { targets, others } = results.targets;
-  out.push('', 'Targets (issue #12; same-round medians)');
-  out.push(table(['target', 'measured', 'goal', 'status', 'note'], targets.map((target) => [target.name, target.display, target.goal, target.status, oneLine(target.note, 120)]), 'lrlll'));
+  const { targets, others, sessions } = results.targets;
+  if (targets.length) {
+    out.push('', 'Targets (issue #12; same-round medians)');
+    out.push(table(['target', 'measured', 'goal', 'status', 'note'], targets.map((target) => [target.name, target.display, target.goal, target.status, oneLine(target.note, 120)]), 'lrlll'));
+  }
   if (others.length) {
     out.push('', 'Other checks (earlier issues)');
     out.push(table(['check', 'measured', 'goal', 'status', 'note'], others.map((target) => [target.name, target.display, target.goal, target.status, oneLine(target.note, 120)]), 'lrlll'));
   }
+  if (sessions.length) {
+    out.push('', 'Sessions (protocol v2; same-round medians)');
+    out.push(table(['check', 'measured', 'goal', 'status', 'note'], sessions.map((target) => [target.name, target.display, target.goal, target.status, oneLine(target.note, 120)]), 'lrlll'));
+  }
   out.push('');
   return out.join('\n') + '\n';
+}
+
+/** "4 KiB", "0-100 bytes" */
+function sizeText(minBytes, maxBytes) {
+  if (minBytes !== maxBytes) return `${minBytes}-${maxBytes} bytes`;
+  return minBytes % 1024 === 0 ? `${minBytes / 1024} KiB` : `${minBytes} bytes`;
+}
+
+const indent = (text) => text.split('\n').map((line) => `   ${line}`).join('\n');
+
+function treeTable(groups, media) {
+  const fsType = (id) => media.find((medium) => medium.id === id)?.fsType;
+  const withRange = (summary) => (summary ? `${ratio(summary.median)} [${ratio(summary.min)}-${ratio(summary.max)}]` : null);
+  return table(
+    ['medium', 'peer', 'ok', 'files/s median [min-max]', 'MB/s', 'x tar|nc [min-max]', 'x tar+sync', 'CPU s send', 'CPU s recv', 'recv usr/sys', 'CPU s both', 'both x tar|nc', 'RSS send MB', 'RSS recv MB'],
+    groups.map((group) => [
+      `${group.medium} (${fsType(group.medium) ?? '?'})`,
+      group.peer,
+      `${group.valid}/${group.runs}`,
+      spread(group.filesPerSecond),
+      fixed(group.mbps.median, 1),
+      group.peer === 'tar|nc' ? (group.valid ? '1.00x' : null) : withRange(group.vsTar),
+      group.vsTarSync ? ratio(group.vsTarSync.median) : null,
+      fixed(group.senderCpuSeconds.median, 2),
+      fixed(group.receiverCpuSeconds.median, 2),
+      fixed(group.receiverUserSeconds.median, 2) === null ? null : `${fixed(group.receiverUserSeconds.median, 2)}/${fixed(group.receiverSysSeconds.median, 2)}`,
+      fixed(group.bothCpuSeconds.median, 2),
+      group.peer === 'tar|nc' ? (group.valid ? '1.00x' : null) : ratio(group.cpuVsTar?.median),
+      mb(group.senderPeakRssBytes),
+      mb(group.receiverPeakRssBytes),
+    ]),
+    'lll',
+  );
+}
+
+/** One-file session scenarios: `reference` is 1.00x; `second` (optional) gets a column of its own. */
+function fileTable(groups, reference, referenceLabel, second, secondLabel) {
+  const withRange = (summary) => (summary ? `${ratio(summary.median)} [${ratio(summary.min)}-${ratio(summary.max)}]` : null);
+  const headers = ['peer', 'ok', 'MB/s median [min-max]', `${referenceLabel} [min-max]`, ...(second ? [secondLabel] : []), 'CPU/GiB send', 'CPU/GiB recv', 'CPU/GiB both', `both ${referenceLabel}`, 'RSS send MB', 'RSS recv MB'];
+  return table(
+    headers,
+    groups.map((group) => [
+      group.peer,
+      `${group.valid}/${group.runs}`,
+      spread(group.mbps),
+      group.peer === reference ? (group.valid ? '1.00x' : null) : withRange(group.vs[reference]),
+      ...(second ? [group.peer === second ? (group.valid ? '1.00x' : null) : ratio(group.vs[second]?.median)] : []),
+      fixed(group.sender.cpuPerGiB.median, 2),
+      fixed(group.receiver.cpuPerGiB.median, 2),
+      fixed(group.bothCpuPerGiB.median, 2),
+      group.peer === reference ? (group.valid ? '1.00x' : null) : ratio(group.cpuVs[reference]?.median),
+      mb(group.sender.peakRssBytes.max),
+      mb(group.receiver.peakRssBytes.max),
+    ]),
+    'll',
+  );
+}
+
+function pushProfile(out, title, profile, top) {
+  out.push(title);
+  for (const [side, summary] of Object.entries(profile.sides)) {
+    if (summary.error) {
+      out.push(`   ${side}: ${summary.error}`);
+      continue;
+    }
+    out.push(`   ${side}: ${summary.totalMs.toFixed(0)} ms sampled`);
+    out.push(
+      indent(
+        table(
+          ['function', 'where', 'self ms', 'share'],
+          summary.top.slice(0, top).map((entry) => [entry.function, entry.where, entry.selfMs.toFixed(0), `${(entry.share * 100).toFixed(1)}%`]),
+          'll',
+        ),
+      ),
+    );
+  }
 }
 
 /** "0.33/0.60": the median user and system seconds per GiB of one side. */
@@ -863,9 +1354,13 @@ async function main() {
   mkdirSync(resultsDir, { recursive: true });
   mkdirSync(outDir, { recursive: true });
   let ftxRoot;
+  /** Folders the scenarios make outside outDir (the disk medium's), removed at the end. */
+  const scratchDirs = [];
   const cleanup = () => {
     killAll();
     if (!options.outDir) rmSync(outDir, { recursive: true, force: true });
+    else rmSync(join(outDir, 'trees'), { recursive: true, force: true });
+    for (const dir of scratchDirs) rmSync(dir, { recursive: true, force: true });
     if (ftxRoot) rmSync(ftxRoot, { recursive: true, force: true });
   };
   for (const signal of ['SIGINT', 'SIGTERM']) {
@@ -879,7 +1374,8 @@ async function main() {
   const time = await ensureTool('time', 'time', log, isGnuTime);
   if (time.skip) log(`GNU time unavailable (${time.skip}); sampling /proc instead (CPU seconds may miss the last 20 ms)`);
   const needsPeers = options.scenarios.has('large');
-  const nc = needsPeers ? await ensureTool('nc', 'netcat-openbsd', log, isOpenbsdNetcat) : { skip: 'not needed' };
+  const needsNc = needsPeers || ['tree', 'stream', 'bigtree'].some((name) => options.scenarios.has(name));
+  const nc = needsNc ? await ensureTool('nc', 'netcat-openbsd', log, isOpenbsdNetcat) : { skip: 'not needed' };
   const socat = needsPeers ? await ensureTool('socat', 'socat', log) : { skip: 'not needed' };
   const python = needsPeers ? await ensureTool('python3', 'python3', log) : { skip: 'not needed' };
   // The ftx under test: a copy of bin/ and dist/, so a rebuild while the bench runs (npm run build
@@ -904,6 +1400,8 @@ async function main() {
     defaultDigest,
     ftxRoot,
     ftxBin: join(ftxRoot, 'bin', 'ftx.js'),
+    nc,
+    scratchDirs,
     peers: definePeers({ root: ROOT, ftxBin: join(ftxRoot, 'bin', 'ftx.js'), nc, socat, python, timeBinary: time.path, defaultDigest }),
   };
 
@@ -935,6 +1433,10 @@ async function main() {
     if (options.scenarios.has('startup')) results.scenarios.startup = await runStartup(context);
     if (options.scenarios.has('serve')) results.scenarios.serve = await runServe(context);
     if (options.scenarios.has('digests')) results.scenarios.digests = await runDigests(context);
+    if (options.scenarios.has('tree')) results.scenarios.tree = await runTree(context);
+    if (options.scenarios.has('session')) results.scenarios.session = await runSessionFile(context);
+    if (options.scenarios.has('stream')) results.scenarios.stream = await runStream(context);
+    if (options.scenarios.has('bigtree')) results.scenarios.bigTree = await runBigTree(context);
     if (options.profile) results.profile = await runProfile(context);
   } finally {
     cleanup();

@@ -648,6 +648,16 @@ describe('an Open with absurd totals', () => {
     });
   }
 
+  it('a version this receiver does not speak (3): refused as unsupported before any Accept, naming the versions it speaks', async () => {
+    const served = await serving();
+    const peer = await sessionPeer(served.port);
+    const answer = await peer.open({ version: 3 });
+    expect(answer).toMatchObject({ type: 'Refuse', body: { reason: 'unsupported', message: expect.stringMatching(/protocol 3; this receiver speaks 1 and 2/) } });
+    peer.destroy();
+    await served.settled();
+    await expectServedFolderClean(served);
+  });
+
   it('2^53-1 entries with no byte total is only a number: the session is accepted and ends cleanly at its End', async () => {
     const served = await serving();
     const peer = await acceptedSession(served.port, { entries: Number.MAX_SAFE_INTEGER });

@@ -193,7 +193,7 @@ export function freePort() {
 }
 
 /** Polls /proc/net/tcp{,6} until something listens on `port` (state 0A = LISTEN). */
-async function waitForListener(port, proc, what) {
+export async function waitForListener(port, proc, what) {
   const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
   const pattern = new RegExp(`^\\s*\\d+: [0-9A-F]+:${hexPort} [0-9A-F]+:0000 0A `, 'm');
   let exited = false;

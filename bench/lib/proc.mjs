@@ -9,7 +9,9 @@
  * can be missed. Each result says which meter produced it.
  *
  * Every child runs in its own process group (detached) so that a stuck transfer can be
- * killed with everything it started, by group id, and nothing else.
+ * killed with everything it started, by group id, and nothing else. With `limitSeconds`
+ * the whole chain also runs under `timeout -k`, so it is bounded even if the bench itself
+ * dies before its own timer fires (timeout leads the group and signals all of it).
  */
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, rmSync } from 'node:fs';
@@ -20,6 +22,8 @@ import { performance } from 'node:perf_hooks';
 /** Kernel clock ticks per second for /proc/PID/stat; 100 on every Linux we target. */
 const CLOCK_TICKS_PER_SECOND = 100;
 const PROC_SAMPLE_MS = 20;
+/** `timeout -k`: seconds between its SIGTERM and the SIGKILL that follows if the group lingers. */
+const LIMIT_KILL_AFTER_SECONDS = 5;
 /** Only the tail of a child's output is kept: enough for a JSON summary or an error. */
 const KEEP_OUTPUT_CHARS = 64 * 1024;
 
@@ -31,11 +35,12 @@ let meterCounter = 0;
  * Starts `command args` and measures it.
  * stdin/stdout: a path (opened for the child, like a shell redirect), or 'ignore';
  * stdout defaults to a pipe whose text is collected. stderr is always collected.
+ * limitSeconds: run under `timeout -k 5 LIMIT` (outermost, so GNU time still meters the command).
  * Returns { pid, startedAt, onLine(fn), kill(), signal(name), done } where `done` resolves to
  * { code, signal, startedAt, endedAt, wallSeconds, userSeconds, sysSeconds, cpuSeconds,
  *   peakRssBytes, meter, stdout, stderr }.
  */
-export function startMeasured(command, args, { timeBinary, stdin = 'ignore', stdout = 'pipe', cwd, env } = {}) {
+export function startMeasured(command, args, { timeBinary, stdin = 'ignore', stdout = 'pipe', cwd, env, limitSeconds } = {}) {
   const opened = [];
   const stdioFor = (spec, flags) => {
     if (spec === 'ignore' || spec === 'pipe') return spec;
@@ -53,6 +58,12 @@ export function startMeasured(command, args, { timeBinary, stdin = 'ignore', std
     file = timeBinary;
     argv = ['-f', '%e %U %S %M', '-o', reportPath, command, ...args];
   }
+  if (limitSeconds) {
+    argv = ['-k', String(LIMIT_KILL_AFTER_SECONDS), String(Math.ceil(limitSeconds)), file, ...argv];
+    file = 'timeout';
+  }
+  /** Wrappers between the spawned process and the measured command (timeout, GNU time). */
+  const wrappers = (limitSeconds ? 1 : 0) + (timeBinary ? 1 : 0);
 
   const startedAt = performance.now();
   const child = spawn(file, argv, { cwd, env, stdio, detached: true });
@@ -117,10 +128,12 @@ export function startMeasured(command, args, { timeBinary, stdin = 'ignore', std
     },
     /**
      * Sends `signal` to the measured command itself. Under GNU time that is time's child:
-     * time would die of SIGTERM without reaping the child or writing its report.
+     * time would die of SIGTERM without reaping the child or writing its report. Under
+     * timeout too, one level further down.
      */
     signal(signal) {
-      const pid = timeBinary ? childOf(child.pid) : child.pid;
+      let pid = child.pid;
+      for (let level = 0; level < wrappers && pid !== undefined; level++) pid = childOf(pid);
       if (pid === undefined) return false;
       try {
         process.kill(pid, signal);

@@ -6,14 +6,16 @@
  * as a user would have it) and stops when the later of the two exits, so the figure
  * is what `time` around the whole transfer would show, process start-up included.
  */
-import { rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { MB } from './stats.mjs';
 import { runQuiet } from './proc.mjs';
 
 export const SINK_PATH = '/dev/null';
 
 /**
- * @param peer      from definePeers()
+ * @param peer      from definePeers() (or session-peers.mjs). A peer whose receiver takes a
+ *                  folder (`targetIsFolder`) gets `out` as a fresh empty folder, and says where
+ *                  in it the file lands (`storedPath(out, source)`); that file is the one compared.
  * @param mode      'file' (target `out`) or 'sink' (/dev/null)
  * @param source    { path, size, sha256, digests } (digests: the bench's own, per algorithm)
  * @param options   { out, timeoutMs, via?: (port) => Promise<{ port, proc }> } `via` puts
@@ -21,7 +23,9 @@ export const SINK_PATH = '/dev/null';
  */
 export async function runTransfer(peer, mode, source, { out, timeoutMs, via }) {
   const target = mode === 'sink' ? SINK_PATH : out;
-  if (mode === 'file') rmSync(out, { force: true });
+  const stored = mode === 'file' && peer.storedPath ? peer.storedPath(out, source) : out;
+  if (mode === 'file') rmSync(out, { recursive: true, force: true });
+  if (mode === 'file' && peer.targetIsFolder) mkdirSync(out, { recursive: true });
   const record = { peer: peer.id, mode, bytes: source.size, valid: false, error: null };
   const started = [];
   let timer;
@@ -52,7 +56,7 @@ export async function runTransfer(peer, mode, source, { out, timeoutMs, via }) {
     if (failure) throw new Error(failure);
     if (mode === 'file') {
       // cmp stops at the first difference and says where; a digest would only say "differs".
-      const compared = await runQuiet('cmp', [source.path, out]);
+      const compared = await runQuiet('cmp', [source.path, stored]);
       if (compared.code !== 0) throw new Error(`output differs from the source: ${(compared.stdout + compared.stderr).trim()}`);
       record.compared = 'cmp: identical';
     } else {
@@ -64,7 +68,7 @@ export async function runTransfer(peer, mode, source, { out, timeoutMs, via }) {
   } finally {
     clearTimeout(timer);
     for (const proc of started) proc.kill();
-    if (mode === 'file') rmSync(out, { force: true });
+    if (mode === 'file') rmSync(out, { recursive: true, force: true });
   }
   return record;
 }
