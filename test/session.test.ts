@@ -305,9 +305,15 @@ describe('streams', () => {
     expect(written.length).toBe(expected.length);
     expect(written.equals(expected), 'stdout holds exactly the bytes sent').toBe(true);
     expect(recv.stderr()).toMatch(/"event":"received"/);
+    // One stream: its digest is named, under the name it was sent as (stdout stores none).
+    const digest = summaryOf(sender).digest as string;
+    expect(digest).toMatch(/^[0-9a-f]{64}$/);
+    expect(sender.stderr()).toContain(`sent standard input as x.bin to ${HOST}:${recv.port}`);
+    expect(sender.stderr()).toContain(`the receiver confirmed blake3 ${digest}`);
   });
 
-  // Bug: DirectReads.#filled (src/transport/direct-reads.ts) resolves a data read as soon
+  // Guards a fixed bug (now guarded in Channel.readDataInto, which waits for sink.room()
+  // before each read): DirectReads.#filled (src/transport/direct-reads.ts) resolves a data read as soon
   // as its last byte is in, even when the sink just said it has no room (sink.filled()
   // returned false: both buffers have a write in flight). The next Data frame's read then
   // lands in the buffer whose write is still pending, so what reaches the output is not

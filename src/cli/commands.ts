@@ -318,12 +318,18 @@ export async function runSend(args: SendArgs, output: Output, signal: AbortSigna
       },
     });
     progress?.stop();
+    // One file or one stream names its digest; a session of several says each was confirmed.
+    const oneEntry = single || fromStdin;
     const confirmation = result.verified
-      ? result.session && !single
+      ? result.session && !oneEntry
         ? `the receiver confirmed every file (${result.hash})`
         : `the receiver confirmed ${result.hash} ${result.digest}`
       : `not verified: the classic receiver confirms nothing (${result.hash} of what was sent: ${result.digest})`;
-    const what = result.session && !single && !fromStdin ? `${plural(result.session.files, 'file')} and ${plural(result.session.folders, 'folder')}${result.session.skipped > 0 ? ` (${result.session.skipped} skipped)` : ''}` : `${result.path} as ${result.name}`;
+    // A receiver writing to its stdout stores no name: say the one sent.
+    const storedAs = result.name === '-' || result.name === '' ? (args.name ?? result.name) : result.name;
+    const what = result.session && !oneEntry
+      ? `${plural(result.session.files, 'file')} and ${plural(result.session.folders, 'folder')}${result.session.skipped > 0 ? ` (${result.session.skipped} skipped)` : ''}`
+      : `${fromStdin ? 'standard input' : result.path} as ${storedAs}`;
     output.log.info(
       { event: 'sent', ...result },
       `sent ${what} to ${result.peer} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${formatRate(result.bytes, result.seconds)}); ${confirmation}`,
