@@ -25,6 +25,7 @@ export type FtxErrorCode =
   | 'FTX_ERR_INTERRUPTED'
   | 'FTX_ERR_UNVERIFIED'
   | 'FTX_ERR_PARTIAL'
+  | 'FTX_ERR_AUTH'
   | 'FTX_ERR_INTERNAL';
 
 /**
@@ -41,6 +42,7 @@ export const WIRE_ERROR_CODES = [
   'FTX_ERR_INTERRUPTED',
   'FTX_ERR_REFUSED',
   'FTX_ERR_INTERNAL',
+  'FTX_ERR_AUTH',
 ] as const satisfies readonly FtxErrorCode[];
 
 /** Why a receiver declines a file. Sent on the wire (PROTOCOL.md: Refuse, and Error with FTX_ERR_REFUSED). */
@@ -207,6 +209,15 @@ export class PartialError extends FtxError {
     this.failed = counts.failed;
     this.failures = counts.failures;
   }
+}
+
+/**
+ * The peers could not prove who they are to each other: a wrong or unknown key, a
+ * sender without a key facing a receiver that wants one, or a sender with a key facing a
+ * receiver that takes anyone (never a silent downgrade to plain text).
+ */
+export class AuthError extends FtxError {
+  readonly code = 'FTX_ERR_AUTH';
 }
 
 /** Something ftx did not expect: a bug. The CLI exits 1 and asks for a report. */

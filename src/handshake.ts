@@ -16,6 +16,7 @@ import type { Socket } from 'node:net';
 import type { Channel } from './protocol/channel.js';
 import { isAsciiDigit } from './protocol/classic.js';
 import {
+  AuthError,
   ConnectionLostError,
   FtxError,
   IntegrityError,
@@ -75,6 +76,16 @@ function greetingFrame(): Buffer {
 
 export function sendGreeting(channel: Channel): Promise<void> {
   return channel.write(greetingFrame());
+}
+
+/**
+ * A receiver that takes only senders with a key greets in plain text with just enough to
+ * say so (no software name: nothing to fingerprint before the key is proved); its full
+ * Greeting follows inside TLS.
+ */
+export function sendAuthGreeting(channel: Channel): Promise<void> {
+  const greeting: Greeting = { protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, versions: [...PROTOCOL_VERSIONS], tls: 'psk' };
+  return channel.write(jsonFrame(FrameType.Greeting, greeting));
 }
 
 export async function readOpening(channel: Channel): Promise<Opening> {
@@ -216,6 +227,20 @@ export async function readGreeting(channel: Channel): Promise<Greeting> {
   }
 }
 
+/**
+ * A receiver that turns a connection away (busy, too many from this address, too many
+ * failed key checks) sends its Refuse right after the greeting, then closes. Throws
+ * that refusal if it is already here or arrives within `ms`; else returns.
+ */
+export async function throwIfTurnedAway(channel: Channel, ms: number): Promise<void> {
+  if ((await channel.waitForBytes(ms)) !== 'data') return;
+  if ((await channel.peekByte()) !== FrameType.Refuse) return;
+  const frame = await channel.readFrame();
+  if (!frame) return;
+  const refusal = decodeRefuse(frame);
+  throw new RefusedError(refusal.reason, `the receiver refused the connection: ${refusal.message}`, { fromPeer: true });
+}
+
 /** Resolves once the receiver accepted; rejects with RefusedError if it declined. */
 export async function readDecision(channel: Channel): Promise<void> {
   const frame = await readFrameSkippingKeepAlives(channel, 'an answer to the header');
@@ -275,6 +300,8 @@ export function errorFromPeer(channel: Channel, frame: Frame): FtxError {
     case 'FTX_ERR_CONNECTION_LOST':
     case 'FTX_ERR_INTERRUPTED':
       return new ConnectionLostError(said, told);
+    case 'FTX_ERR_AUTH':
+      return new AuthError(said, told);
     default:
       return new ProtocolError(said, told);
   }

@@ -23,11 +23,13 @@ export type { ReceivedFile } from './receiver.js';
 export type { EntryOutcome, SessionCounts } from './session/receive-session.js';
 export type { SentEntry } from './session/send-session.js';
 export { countTree, type TreeTotals } from './fs/walk.js';
+export { generateKey, newCode, readKeyFile } from './transport/keys.js';
 export { CONFLICT_POLICIES, type ConflictPolicy, type Leftover } from './fs/staged-file.js';
 export type { Protocol } from './protocol/messages.js';
 export type { Log, LogMethod } from './util/log.js';
 export { blake3Engine, DEFAULT_DIGEST, DIGEST_NAMES, DIGESTS, type Blake3Engine, type DigestAlgorithm, type DigestName, type Hasher } from './digest/registry.js';
 export {
+  AuthError,
   ConnectError,
   ConnectionLostError,
   FtxError,

@@ -18,23 +18,27 @@
  */
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND } from './defaults.js';
 import { DEFAULT_DIGEST, type DigestName } from './digest/registry.js';
-import { abortReason, ConnectionLostError, IntegrityError, RefusedError, TimeoutError, type RefusalReason, type Remedy } from './errors.js';
+import { abortReason, AuthError, ConnectionLostError, IntegrityError, InternalError, RefusedError, RemoteIoError, TimeoutError, type RefusalReason, type Remedy } from './errors.js';
 import { StagedFile, type ConflictPolicy } from './fs/staged-file.js';
 import {
   errorFrame,
+  errorFromPeer,
   readOpening,
   readTrailer,
   sendAccept,
   sendError,
+  sendAuthGreeting,
   sendGreeting,
   sendKeepAlive,
   sendPong,
   sendReceipt,
   sendRefuse,
 } from './handshake.js';
+import { FrameType } from './framing.js';
 import { Channel, type ByteSource } from './protocol/channel.js';
 import { CLASSIC_ACK, readClassicSize } from './protocol/classic.js';
 import { ctime, PROTOCOL_VERSION, type Header, type Open, type Ping, type Protocol, type Receipt } from './protocol/messages.js';
@@ -44,6 +48,8 @@ import { withKeepAlives } from './session/keep-alive.js';
 import { alwaysAccept, type ConnectionPolicy, type TransferRequest } from './session/policy.js';
 import { commitTarget, decideTarget, quoteName, type IncomingFile } from './session/target.js';
 import { peerOf } from './transport/tcp.js';
+import type { KeyRing } from './transport/keys.js';
+import { acceptPsk, type Authenticated } from './transport/tls.js';
 import { silentLog, type Log } from './util/log.js';
 import { whenAborted } from './util/timers.js';
 
@@ -96,6 +102,14 @@ export interface ConnectionOptions {
   onSession?: SessionOptions['onStart'];
   /** A session's entry is done: stored, refused, or failed. */
   onEntry?: SessionOptions['onEntry'];
+  /**
+   * Take only senders that prove one of these keys (TLS 1.3 with a pre-shared key,
+   * started after a plain greeting). `targetFor` gives the target for an identity (serve
+   * mode: its own folder); without it, `target` serves every identity.
+   */
+  auth?: { keys: KeyRing; targetFor?: ((identity: string) => Promise<string>) | undefined } | undefined;
+  /** Called once a sender has proved its key: who it is. */
+  onIdentity?: ((identity: string) => void) | undefined;
 }
 
 export interface ReceivedFile {
@@ -114,6 +128,8 @@ export interface ReceivedFile {
    * the one file, when it carried one), `digest` the one file's (else empty).
    */
   session?: SessionCounts | undefined;
+  /** The sender's identity, when it proved a key (TLS); undefined for an unauthenticated sender. */
+  identity?: string | undefined;
 }
 
 export type ConnectionOutcome =
@@ -171,6 +187,28 @@ export async function receiveConnection(stream: Duplex, options: ConnectionOptio
     options.onOpened?.();
   };
   try {
+    if (options.auth) {
+      const handed = await receiveOverTls(stream, channel, options, options.auth, handshakeMs, peer);
+      if (handed.kind !== 'secured') return handed;
+      clearTimeout(deadline);
+      const { socket, identity } = handed;
+      options.onIdentity?.(identity);
+      let target = options.target;
+      try {
+        if (options.auth.targetFor) target = await options.auth.targetFor(identity);
+      } catch (error) {
+        // Told inside TLS, and without the receiver's paths (the log has them).
+        const inner = new Channel(socket, { idleTimeoutMs: options.idleTimeoutMs, peerRole: 'the sender' });
+        await sendGreeting(inner).catch(() => {});
+        await sendError(inner, new RemoteIoError(`the receiver cannot store files for ${JSON.stringify(identity)} now (its folder there is unusable); its operator has been told`));
+        await lingerThenClose(inner);
+        throw error;
+      }
+      // The conversation itself, inside TLS: the stream's own reads (direct reads are for plain TCP).
+      const inner = await receiveConnection(socket, { ...options, target, auth: undefined, source: undefined }, policy);
+      if (inner.kind === 'file' || inner.kind === 'session') inner.result.identity = identity;
+      return inner;
+    }
     try {
       await sendGreeting(channel);
     } catch (error) {
@@ -226,6 +264,53 @@ export async function receiveConnection(stream: Duplex, options: ConnectionOptio
     clearTimeout(deadline);
     stopListening();
   }
+}
+
+/** TLS's first byte: a handshake record (what a ClientHello starts with). */
+const TLS_HANDSHAKE_RECORD = 0x16;
+
+/**
+ * The plain part of an authenticated connection: a short greeting that says a key is
+ * needed, then the sender's TLS handshake. Anything else is turned away with an Error
+ * frame AUTH and never gets to say a name or send a byte of data; a keyless ftx sender
+ * says why it gives up (an Error frame), which is logged like any stray.
+ */
+async function receiveOverTls(
+  stream: Duplex,
+  channel: Channel,
+  options: ConnectionOptions,
+  auth: NonNullable<ConnectionOptions['auth']>,
+  handshakeMs: number,
+  peer: string,
+): Promise<ConnectionOutcome | ({ kind: 'secured' } & Authenticated)> {
+  try {
+    await sendAuthGreeting(channel);
+  } catch (error) {
+    if (error instanceof ConnectionLostError) {
+      channel.destroy();
+      return { kind: 'silent' };
+    }
+    throw error;
+  }
+  const first = await channel.peekByte();
+  if (first === null) {
+    channel.destroy();
+    return { kind: 'silent' };
+  }
+  if (first !== TLS_HANDSHAKE_RECORD) {
+    if (first === FrameType.Error) {
+      const frame = await channel.readFrame();
+      if (frame) throw errorFromPeer(channel, frame);
+    }
+    const refusal = new AuthError('this receiver takes only senders with a key: give the sender its key file, or the code the receiver printed');
+    await sendError(channel, refusal);
+    await lingerThenClose(channel);
+    throw refusal;
+  }
+  if (!(stream instanceof Socket)) throw new InternalError("TLS needs the connection's socket");
+  const buffered = channel.detach();
+  options.log?.debug({ peer }, 'TLS handshake');
+  return { kind: 'secured', ...(await acceptPsk(stream, buffered, auth.keys, handshakeMs)) };
 }
 
 /**

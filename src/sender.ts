@@ -3,19 +3,22 @@
  * wait for the receiver's receipt, in whichever protocol the receiver's greeting shows it
  * speaks. Opening the file and connecting are the API's business (api/send.ts).
  */
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { DEFAULT_DIGEST, LEGACY_DIGESTS, type DigestName } from './digest/registry.js';
-import { abortReason, ConnectionLostError, IntegrityError, InterruptedError, LocalIoError, ProtocolError, TimeoutError, UnverifiedError } from './errors.js';
+import { abortReason, AuthError, ConnectionLostError, IntegrityError, InternalError, InterruptedError, LocalIoError, ProtocolError, TimeoutError, UnverifiedError } from './errors.js';
 import type { SourceFile } from './fs/source.js';
 import { FrameType } from './framing.js';
-import { errorFrame, readDecision, readGreeting, readReceipt, sendHeader, sendTrailer } from './handshake.js';
+import { errorFrame, readDecision, readGreeting, readReceipt, sendHeader, sendTrailer, throwIfTurnedAway } from './handshake.js';
 import { Channel } from './protocol/channel.js';
 import { awaitClassicClose, classicAnnounce, readClassicGreeting } from './protocol/classic.js';
 import type { Greeting, Protocol, Receipt } from './protocol/messages.js';
 import { sendData } from './session/outgoing.js';
 import { sendSession, type SentEntry, type SentSession, type SessionSource } from './session/send-session.js';
 import { sessionFailure } from './session/verdict.js';
+import type { SenderKey } from './transport/keys.js';
 import { peerOf } from './transport/tcp.js';
+import { connectPsk } from './transport/tls.js';
 import type { Log } from './util/log.js';
 import { whenAborted } from './util/timers.js';
 
@@ -34,6 +37,11 @@ export interface SendingOptions {
   onProgress?: ((bytesSent: number) => void) | undefined;
   /** A session's entry is done (stored, refused, failed, or skipped here). */
   onEntry?: ((entry: SentEntry) => void) | undefined;
+  /**
+   * Prove this key to the receiver (TLS 1.3 with a pre-shared key) and send only inside
+   * TLS. A receiver that does not ask for a key is refused: never a silent downgrade.
+   */
+  key?: SenderKey | undefined;
 }
 
 /**
@@ -58,6 +66,8 @@ export interface SentFile {
   peer: string;
   /** True when the receiver confirmed bytes and digest; false for classic receivers. */
   verified: boolean;
+  /** The identity this sender proved (TLS with its key, or a code's); undefined when it sent in plain text. */
+  identity?: string | undefined;
   /** Sent as a session (protocol 2): what it carried. `name` and `digest` are the one file's, when it was one. */
   session?: Omit<SentSession, 'bytes' | 'name' | 'digest'> | undefined;
 }
@@ -86,7 +96,10 @@ export async function sendOverConnection(stream: Duplex, plan: SendPlan, options
     });
     if (first === null) throw new ConnectionLostError(`${peer} closed the connection without a greeting: is an ftx receiver listening there, or another service on that port?`);
     speaksFtx = first === FrameType.Greeting;
-    const sent = speaksFtx ? await sendOverFtx(channel, plan, options, peer) : await sendOverClassic(channel, requireSingle(plan, peer, 'the classic tutorial protocol'), options, peer);
+    if (!speaksFtx && options.key) {
+      throw new AuthError(`${peer} is a classic tutorial receiver, which cannot prove anything or encrypt; nothing was sent, since this sender has a key`);
+    }
+    const sent = speaksFtx ? await sendOverFtxOrTls(channel, stream, plan, options, peer) : await sendOverClassic(channel, requireSingle(plan, peer, 'the classic tutorial protocol'), options, peer);
     return { ...sent, seconds: (performance.now() - startedAt) / 1000, peer };
   } catch (error) {
     // Our own read failing (a file, a stream's producer): tell an ftx receiver why, where
@@ -108,8 +121,41 @@ export async function sendOverConnection(stream: Duplex, plan: SendPlan, options
 
 type Sent = Omit<SentFile, 'seconds' | 'peer'>;
 
-async function sendOverFtx(channel: Channel, plan: SendPlan, options: SendingOptions, peer: string): Promise<Sent> {
+/**
+ * The plain greeting decides: a receiver that asks for a key gets TLS (and the whole
+ * conversation inside it), if this sender has one; a plain receiver gets the
+ * conversation as it is, if this sender has no key. The other two cases fail before
+ * anything is said: no name, no byte of data.
+ */
+async function sendOverFtxOrTls(channel: Channel, stream: Duplex, plan: SendPlan, options: SendingOptions, peer: string): Promise<Sent> {
   const greeting = await readGreeting(channel);
+  if (greeting.tls === undefined) {
+    if (options.key) {
+      // A keyed receiver turning this connection away greets in full, then refuses: say that, not "no keys".
+      await throwIfTurnedAway(channel, 200);
+      // Said to the receiver too, so its log tells why this sender hung up.
+      await channel.write(errorFrame(new AuthError('the sender has a key and sends only encrypted, to a receiver that checks keys; it sent nothing'))).catch(() => {});
+      throw new AuthError(`${peer} takes senders without a key (it is not set up with keys, and would not encrypt); nothing was sent, since this sender has a key`);
+    }
+    return sendOverFtx(channel, plan, options, peer, greeting);
+  }
+  if (!options.key) {
+    const error = new AuthError(`${peer} takes only senders with a key: give this sender its key file (ftx keygen on the receiver's side makes one), or the code the receiver printed`);
+    await channel.write(errorFrame(new AuthError('the sender has no key'))).catch(() => {});
+    throw error;
+  }
+  if (!(stream instanceof Socket)) throw new InternalError("TLS needs the connection's socket");
+  const buffered = channel.detach();
+  if (buffered.length > 0) stream.unshift(buffered);
+  const secured = await connectPsk(stream, options.key, peer, options.idleTimeoutMs);
+  const inner = new Channel(secured, { idleTimeoutMs: options.idleTimeoutMs, peerRole: 'the receiver' });
+  inner.farewell = errorFrame;
+  // Ctrl-C and the like reach the inner channel through the socket under it.
+  const sent = await sendOverFtx(inner, plan, options, peer, await readGreeting(inner));
+  return { ...sent, identity: options.key.identity };
+}
+
+async function sendOverFtx(channel: Channel, plan: SendPlan, options: SendingOptions, peer: string, greeting: Greeting): Promise<Sent> {
   options.log?.debug({ peer, greeting }, 'greeted');
   const algorithm = chooseDigest(options.hash, greeting);
   if (greeting.versions?.includes(2)) return sendOverSession(channel, plan.session(), algorithm, options);

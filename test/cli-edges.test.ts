@@ -206,7 +206,7 @@ describe('--grace and --max-conns belong to --serve', () => {
 
   it('with --serve they are accepted, and the defaults do not trip the check without it', async () => {
     const inbox = await tempFolder();
-    const serve = await startRecvCli([inbox, '--serve', '--grace', '5', '--max-conns', '3']);
+    const serve = await startRecvCli([inbox, '--serve', '--insecure', '--grace', '5', '--max-conns', '3']);
     serve.child.kill('SIGINT');
     expect(await exitOf(serve)).toBe(0);
     const recv = await startRecvCli([join(inbox, 'x')]);
@@ -434,7 +434,7 @@ describe.skipIf(!hasScript)('on a terminal (a pseudo-terminal of 80 columns)', (
     const folder = await tempFolder();
     const inbox = join(folder, 'inbox');
     await mkdir(inbox);
-    const serve = onTerminal(['recv', '--serve', inbox, '--port', '0', '--bind', '127.0.0.1', '--log-format', 'text'], folder);
+    const serve = onTerminal(['recv', '--serve', '--insecure', inbox, '--port', '0', '--bind', '127.0.0.1', '--log-format', 'text'], folder);
     await waitUntil(() => /run: ftx send FILE 127\.0\.0\.1:\d+/.test(serve.transcript()), serve.transcript);
     const announcement = /serving on port (\d+) of 127\.0\.0\.1; on the sending machine run: ftx send FILE 127\.0\.0\.1:\d+/.exec(serve.transcript());
     expect(announcement).not.toBeNull();

@@ -29,7 +29,7 @@ describe('disk trouble on the receiver', () => {
     expect(await oneShot.exit).toBe(8);
     expect(summaryOf(oneShot)).toMatchObject({ ok: false, exitCode: 8, error: { code: 'FTX_ERR_LOCAL_IO', message: expect.stringMatching(/read-only/) } });
     expect(oneShot.logs().some((record) => record.event === 'listening')).toBe(false);
-    const serve = cli(['recv', readOnly, '--serve', '--port', '0', '--json']);
+    const serve = cli(['recv', readOnly, '--serve', '--insecure', '--port', '0', '--json']);
     expect(await serve.exit).toBe(8);
     expect(summaryOf(serve)).toMatchObject({ ok: false, exitCode: 8, error: { code: 'FTX_ERR_LOCAL_IO' } });
     expect(await listFolder(readOnly)).toEqual([]);

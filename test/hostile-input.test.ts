@@ -330,7 +330,7 @@ describe('hostile clients against serve mode (CLI)', () => {
     const outbox = await tempFolder();
     const where = await landing();
     // Every client here comes from 127.0.0.1: lift the per-address limits (tested on their own in hostile.test.ts).
-    const recv = await recvCli([where.inbox, '--serve', '--timeout', '1', '--per-host-conns', '200', '--per-host-transfers', '64']);
+    const recv = await recvCli([where.inbox, '--serve', '--insecure', '--timeout', '1', '--per-host-conns', '200', '--per-host-transfers', '64']);
     const storm = stormOf();
     expect(storm.length).toBeGreaterThanOrEqual(30);
     const sizes = [0, 1, 4096, 300_000, 1024 * 1024 + 1, 2 * 1024 * 1024];
@@ -368,7 +368,7 @@ describe('hostile clients against serve mode (CLI)', () => {
   // at once crashed `ftx recv --serve` (exit 1), taking the backup box down for everyone.
   it('clients that connect and reset at once do not take the server down', async () => {
     const where = await landing();
-    const recv = await recvCli([where.inbox, '--serve']);
+    const recv = await recvCli([where.inbox, '--serve', '--insecure']);
     for (let attempt = 0; attempt < 5; attempt++) await connectAndReset(recv.port);
     expect(await exitWithin(recv, 300), errorOf(recv)).toBe('running');
     const send = cli(['send', FIXTURE_JPEG, `${HOST}:${recv.port}`]);

@@ -40,7 +40,7 @@ afterEach(async () => {
 });
 
 async function serveCli(folder: string, args: string[] = []) {
-  const run = await startRecvCli([folder, '--serve', ...args]);
+  const run = await startRecvCli([folder, '--serve', '--insecure', ...args]);
   children.push(run);
   return run;
 }
@@ -338,7 +338,7 @@ describe('failures that must not take a serving receiver down', () => {
 
   it('out of file descriptors for real (prlimit): connections beyond are dropped, and once they close a good sender gets in', async () => {
     const inbox = await tempFolder();
-    const run = runCli(['recv', inbox, '--serve', '--port', '0', '--bind', HOST, '--json'], { prefix: ['prlimit', '--nofile=48:48'] });
+    const run = runCli(['recv', inbox, '--serve', '--insecure', '--port', '0', '--bind', HOST, '--json'], { prefix: ['prlimit', '--nofile=48:48'] });
     children.push(run);
     const listening = await run.waitForLog((record) => record.event === 'listening');
     const port = listening.port as number;

@@ -190,7 +190,7 @@ describe('ftx recv --serve (CLI)', () => {
   it('stores files from several CLI senders at once, then stops on SIGTERM with exit 0', async () => {
     const outbox = await tempFolder();
     const inbox = await tempFolder();
-    const recv = await startRecvCli([inbox, '--serve']);
+    const recv = await startRecvCli([inbox, '--serve', '--insecure']);
     const sources = await Promise.all(Array.from({ length: 5 }, (_, i) => randomFile(outbox, `f${i}.bin`, 500_000 * i)));
     const sends = sources.map((source) => runCli(['send', source, `127.0.0.1:${recv.port}`, '--quiet']));
     expect(await Promise.all(sends.map((send) => send.exit))).toEqual([0, 0, 0, 0, 0]);
@@ -204,7 +204,7 @@ describe('ftx recv --serve (CLI)', () => {
 
   it('Ctrl-C with --grace 0 cuts a transfer in flight: exit 130, no temp file', async () => {
     const inbox = await tempFolder();
-    const recv = await startRecvCli([inbox, '--serve', '--grace', '0']);
+    const recv = await startRecvCli([inbox, '--serve', '--insecure', '--grace', '0']);
     const peer = await rawPeer(recv.port);
     await peer.write(headerFrame({ name: 'cut.bin', size: 10_000_000 }));
     await peer.nextFrame(FrameType.Accept);
@@ -218,7 +218,7 @@ describe('ftx recv --serve (CLI)', () => {
   it('--serve needs a folder', async () => {
     const folder = await tempFolder();
     await writeFile(join(folder, 'file'), '');
-    const run = runCli(['recv', join(folder, 'file'), '--serve', '--port', '0']);
+    const run = runCli(['recv', join(folder, 'file'), '--serve', '--insecure', '--port', '0']);
     expect(await run.exit).toBe(2);
   });
 });

@@ -4,13 +4,15 @@
  * receivers answer it and keep waiting.
  */
 import { DEFAULT_TIMEOUT_MS } from '../defaults.js';
-import { abortReason, ConnectionLostError } from '../errors.js';
+import { abortReason, AuthError, ConnectionLostError } from '../errors.js';
 import { FrameType } from '../framing.js';
-import { readGreeting, readPong, sendPing } from '../handshake.js';
+import { errorFrame, readGreeting, readPong, sendPing } from '../handshake.js';
 import { Channel } from '../protocol/channel.js';
 import { readClassicGreeting } from '../protocol/classic.js';
 import type { Protocol } from '../protocol/messages.js';
+import { parseSenderKey } from '../transport/keys.js';
 import { connect, formatHostPort } from '../transport/tcp.js';
+import { connectPsk } from '../transport/tls.js';
 import { whenAborted } from '../util/timers.js';
 import { resolveDestination, validateTimeout, type Destination } from './options.js';
 
@@ -23,6 +25,12 @@ export interface PingOptions {
   timeoutMs?: number | undefined;
   /** Aborting stops the ping; ping() rejects with the abort reason. */
   signal?: AbortSignal | undefined;
+  /**
+   * A sender's key (its key file's text, as send() takes it): a receiver with keys answers
+   * a ping only inside TLS, to a key it lists. Without one, such a receiver is reported
+   * with AuthError (it is up, and says nothing more).
+   */
+  key?: string | undefined;
 }
 
 export interface PingResult {
@@ -52,6 +60,7 @@ export interface PingResult {
 export async function ping(options: PingOptions): Promise<PingResult> {
   const destination = resolveDestination(options.to);
   const timeoutMs = validateTimeout('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  const key = options.key !== undefined ? parseSenderKey(options.key, 'the key') : undefined;
   const peer = formatHostPort(destination);
   const socket = await connect(destination, { timeoutMs, signal: options.signal });
   const channel = new Channel(socket, { idleTimeoutMs: timeoutMs, peerRole: 'the receiver' });
@@ -60,14 +69,28 @@ export async function ping(options: PingOptions): Promise<PingResult> {
     const first = await channel.peekByte();
     if (first === null) throw new ConnectionLostError('the receiver closed the connection without a greeting; is it an ftx receiver?');
     if (first !== FrameType.Greeting) {
+      if (key !== undefined) throw new AuthError(`${peer} is a classic tutorial receiver, which cannot check a key; nothing was sent`);
       // A classic server is up, but has no ping; closing now costs it its one transfer.
       const greeting = await readClassicGreeting(channel);
       return { peer, protocol: 'classic', reply: greeting, version: 0, roundTripMs: 0 };
     }
-    const greeting = await readGreeting(channel);
+    let greeting = await readGreeting(channel);
+    let talk = channel;
+    if (greeting.tls !== undefined || key !== undefined) {
+      // A receiver with keys answers a ping only inside TLS, to a sender it knows.
+      if (greeting.tls === undefined) throw new AuthError(`${peer} takes senders without a key; this ping has one, and does not go in plain text`);
+      if (key === undefined) {
+        await channel.write(errorFrame(new AuthError('the pinger has no key'))).catch(() => {});
+        throw new AuthError(`${peer} is an ftx receiver that takes only senders with a key; ping it with its key (--key-file) to hear more`);
+      }
+      const buffered = channel.detach();
+      if (buffered.length > 0) socket.unshift(buffered);
+      talk = new Channel(await connectPsk(socket, key, peer, timeoutMs), { idleTimeoutMs: timeoutMs, peerRole: 'the receiver' });
+      greeting = await readGreeting(talk);
+    }
     const sentAt = performance.now();
-    await sendPing(channel, { message: options.message ?? 'ping' });
-    const pong = await readPong(channel);
+    await sendPing(talk, { message: options.message ?? 'ping' });
+    const pong = await readPong(talk);
     const roundTripMs = performance.now() - sentAt;
     return {
       peer,

@@ -13,7 +13,8 @@
  */
 import { dirname } from 'node:path';
 import type { Server, Socket } from 'node:net';
-import { InterruptedError, isFtxError, LocalIoError, TimeoutError, UsageError, type FtxError } from '../errors.js';
+import { AuthError, InterruptedError, isFtxError, LocalIoError, TimeoutError, UsageError, type FtxError } from '../errors.js';
+import { AuthThrottle } from '../transport/auth-throttle.js';
 import type { DigestName } from '../digest/registry.js';
 import type { Protocol } from '../protocol/messages.js';
 import { receiveConnection, type ReceivedFile } from '../receiver.js';
@@ -27,6 +28,7 @@ import { foldsCase } from '../fs/case-folding.js';
 import type { EntryOutcome } from '../session/receive-session.js';
 import { sessionFailure } from '../session/verdict.js';
 import { guarded } from './callbacks.js';
+import { keyFromCode, wireIdentity } from '../transport/keys.js';
 import { whenAborted } from '../util/timers.js';
 import { checkTarget, connectionOptions, perHostConnections, sweepLeftovers, takeConnection, type ReceivingOptions } from './receiving.js';
 
@@ -43,6 +45,12 @@ export interface ReceiveOptions extends ReceivingOptions {
    * must wait for `done` before trusting the bytes.
    */
   output?: NodeJS.WritableStream | undefined;
+  /**
+   * Take only the sender that knows this code (newCode() makes one; the receiver shows it
+   * to the person at the other machine): the conversation runs inside TLS 1.3 with a key
+   * derived from it, as with `keys`. Not with `keys`.
+   */
+  code?: string | undefined;
   /** A session's entry is done: stored, refused, or failed. */
   onEntry?: ((entry: EntryOutcome & { peer: string }) => void) | undefined;
   /** A session was accepted (files and folders are coming): how many entries and bytes, when its sender knows. */
@@ -86,8 +94,13 @@ export interface ReceiveHandle {
 export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHandle> {
   options.signal?.throwIfAborted();
   if (options.output && options.target !== undefined) throw new UsageError('give either target or output, not both: output writes the one incoming file to a stream instead of a target');
+  if (options.code !== undefined && options.keys !== undefined) throw new UsageError('give either code or keys, not both');
   const log = options.log ?? silentLog;
   const perConnection = connectionOptions('', options);
+  if (options.code !== undefined) {
+    const fromCode = await keyFromCode(options.code);
+    perConnection.auth = { keys: new Map([[wireIdentity(fromCode), fromCode]]) };
+  }
   const { target, isFolder } = options.output ? { target: '-', isFolder: false } : await checkTarget(options.target ?? '.', perConnection.onConflict !== 'refuse');
   perConnection.target = target;
   if (options.output) perConnection.output = { stream: options.output, label: '-' };
@@ -103,6 +116,7 @@ export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHand
   const sockets = new Set<Socket>();
   const inFlight = new Set<Promise<unknown>>();
   const admission = new Admission({ perHostConnections: perHostConnections(options) });
+  const throttle = new AuthThrottle();
   let claimed = false;
 
   const done = new Promise<ReceivedFile>((resolve, reject) => {
@@ -120,6 +134,14 @@ export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHand
 
     const onConnection = (accepted: Socket) => {
       const peer = remoteOf(accepted);
+      const address = accepted.remoteAddress ?? 'unknown';
+      const blockedMs = perConnection.auth ? throttle.blockedFor(address) : 0;
+      if (blockedMs > 0) {
+        const message = `too many failed key checks from your address; try again in ${Math.ceil(blockedMs / 1000)} s`;
+        refuseConnection(accepted, 'busy', message);
+        onStray?.({ kind: 'turned-away', peer, message });
+        return;
+      }
       const dropped = new AbortController();
       const ticket = admission.admit(accepted.remoteAddress ?? 'unknown', () =>
         dropped.abort(new TimeoutError('too many connections are waiting to send their header; this one was dropped')),
@@ -130,7 +152,7 @@ export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHand
         onStray?.({ kind: 'turned-away', peer, message });
         return;
       }
-      const taken = takeConnection(accepted);
+      const taken = takeConnection(accepted, perConnection.auth !== undefined);
       const socket = taken.socket;
       sockets.add(socket);
       socket.once('close', () => sockets.delete(socket));
@@ -157,6 +179,7 @@ export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHand
           ...(taken.source ? { source: taken.source } : {}),
           signal: AbortSignal.any([signal, dropped.signal]),
           onOpened: () => ticket.opened(),
+          onIdentity: () => throttle.succeeded(address),
           onStart: (transfer) => {
             carriesTheFile = true;
             total = transfer.size;
@@ -184,6 +207,8 @@ export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHand
         },
         (error: unknown) => {
           const failure = error as FtxError;
+          // A failed key check (not a keyless sender saying so): one more guess from that address.
+          if (failure instanceof AuthError && !failure.fromPeer) throttle.failed(address);
           if (carriesTheFile || failure instanceof LocalIoError || signal.aborted) finish(() => reject(failure));
           else onStray?.({ kind: 'failed', peer, error: failure });
         },

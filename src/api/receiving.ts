@@ -12,6 +12,7 @@ import { CONFLICT_POLICIES, removeStaleLeftovers, type ConflictPolicy, type Left
 import type { Socket } from 'node:net';
 import type { ByteSource } from '../protocol/channel.js';
 import type { ConnectionOptions } from '../receiver.js';
+import { parseKeys } from '../transport/keys.js';
 import { adoptForDirectReads } from '../transport/direct-reads.js';
 import { silentLog, type Log } from '../util/log.js';
 import { guarded } from './callbacks.js';
@@ -19,6 +20,14 @@ import { validateBytes, validateCount, validatePort, validateTimeout } from './o
 
 /** Options receive() and serve() share. */
 export interface ReceivingOptions {
+  /**
+   * Take only senders that prove one of these keys: the text of a key file, one
+   * `IDENTITY:KEY` line per sender as `ftx keygen` (generateKey) makes them. The
+   * conversation then runs inside TLS 1.3 with the sender's pre-shared key; senders
+   * without a key, with another one, or classic ones are refused (AuthError) before they
+   * can name a file. Read a file with readKeyFile(), which refuses one others can read.
+   */
+  keys?: string | undefined;
   /** TCP port to listen on (default 9999; 0: any free port, see the handle's `port`). */
   port?: number | undefined;
   /** Address to listen on (default: every interface, IPv6 and IPv4). */
@@ -65,6 +74,7 @@ export function connectionOptions(target: string, options: ReceivingOptions): Om
     allowDotFiles: options.allowDotFiles ?? false,
     maxSize: options.maxSize,
     log: options.log,
+    ...(options.keys !== undefined ? { auth: { keys: parseKeys(options.keys, 'the keys') } } : {}),
   };
 }
 
@@ -104,7 +114,9 @@ export async function checkTarget(typed: string, mayReplace: boolean): Promise<{
  * the receiver's own buffers where that works, else as it is (its reads then start when
  * the channel first reads: the server pauses new connections).
  */
-export function takeConnection(socket: Socket): { socket: Socket; source?: ByteSource } {
+export function takeConnection(socket: Socket, encrypted = false): { socket: Socket; source?: ByteSource } {
+  // TLS reads the socket itself: its bytes are records to decrypt, not data to place.
+  if (encrypted) return { socket };
   return adoptForDirectReads(socket) ?? { socket };
 }
 

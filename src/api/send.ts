@@ -9,6 +9,7 @@ import type { Readable } from 'node:stream';
 import { LocalIoError, UsageError } from '../errors.js';
 import { silentLog } from '../util/log.js';
 import { guarded } from './callbacks.js';
+import { keyFromCode, parseSenderKey } from '../transport/keys.js';
 import { openSource } from '../fs/source.js';
 import type { Protocol } from '../protocol/messages.js';
 import { sendOverConnection, type SendPlan, type SentFile } from '../sender.js';
@@ -40,6 +41,15 @@ export interface SendOptions {
   timeoutMs?: number | undefined;
   /** Fail with UnverifiedError, before sending any data, if the receiver cannot confirm the file (a classic peer). */
   verifiedOnly?: boolean | undefined;
+  /**
+   * Prove this key to the receiver and send inside TLS 1.3: the text of the sender's key
+   * file (one `IDENTITY:KEY` line, as generateKey makes it; readKeyFile reads one,
+   * refusing a file others can read). A receiver without keys, or a classic one, is
+   * refused with AuthError before anything is sent: never a silent downgrade.
+   */
+  key?: string | undefined;
+  /** Prove the code a one-shot receiver printed instead (as `key`, derived from the code). Not with `key`. */
+  code?: string | undefined;
   /**
    * Aborting stops the transfer (the receiver removes its partial file). send() rejects
    * with the abort reason when it is an FtxError (an InterruptedError gains "; the receiver
@@ -86,6 +96,8 @@ export async function send(options: SendOptions): Promise<SendResult> {
   const onStart = guarded(log, 'onStart', options.onStart);
   const onProgress = guarded(log, 'onProgress', options.onProgress);
   const onEntry = guarded(log, 'onEntry', options.onEntry);
+  if (options.key !== undefined && options.code !== undefined) throw new UsageError('give either key or code, not both');
+  const key = options.key !== undefined ? parseSenderKey(options.key, 'the key') : options.code !== undefined ? await keyFromCode(options.code) : undefined;
   const plan = await planSend(options, paths);
   const total = plan.single?.size ?? options.totals?.bytes ?? 0;
   try {
@@ -97,6 +109,7 @@ export async function send(options: SendOptions): Promise<SendResult> {
         idleTimeoutMs: timeoutMs,
         hash: options.hash,
         verifiedOnly: options.verifiedOnly,
+        key,
         signal: options.signal,
         log: options.log,
         onStart: ({ protocol }) => onStart?.({ size: total, protocol, peer }),

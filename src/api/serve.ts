@@ -16,10 +16,13 @@
  * - free space: each transfer in flight reserves only what it has still to write
  *   (statfs already counts what it wrote), so nothing is counted twice.
  */
-import { stat } from 'node:fs/promises';
+import { lstat, mkdir, stat } from 'node:fs/promises';
+import { join, relative, sep } from 'node:path';
+import { countTree } from '../fs/walk.js';
 import type { Server, Socket } from 'node:net';
 import { DEFAULT_GRACE_MS, DEFAULT_MAX_PENDING, DEFAULT_MAX_TRANSFERS, DEFAULT_PARTIAL_MAX_AGE_MS, DEFAULT_PER_HOST_TRANSFERS, DEFAULT_PORT } from '../defaults.js';
-import { InterruptedError, localIoError, TimeoutError, UsageError, type FtxError } from '../errors.js';
+import { AuthError, InterruptedError, LocalIoError, localIoError, TimeoutError, UsageError, type FtxError } from '../errors.js';
+import { AuthThrottle } from '../transport/auth-throttle.js';
 import { foldsCase } from '../fs/case-folding.js';
 import { caseFoldKey } from '../fs/names.js';
 import { refuseConnection } from '../handshake.js';
@@ -66,7 +69,7 @@ export interface ServeOptions extends ReceivingOptions {
   /** A file is stored: complete, verified, durable under `path`; or a session has ended (see its `session` counts: some entries may have failed). */
   onTransferDone?: ((transfer: ReceivedFile & { id: number }) => void) | undefined;
   /** A sender's file was refused, or its transfer failed (`accepted`: after its Accept, when its partial file was removed). */
-  onTransferFailed?: ((failure: { id: number; peer: string; error: FtxError; accepted: boolean }) => void) | undefined;
+  onTransferFailed?: ((failure: { id: number; peer: string; error: FtxError; accepted: boolean; identity?: string | undefined }) => void) | undefined;
   /** A connection that brought no file: a ping, a silent probe, or one dropped before its header (garbage, too slow, too many from its address). */
   onConnection?: ((event: ConnectionEvent) => void) | undefined;
 }
@@ -82,6 +85,8 @@ export interface TransferInfo {
   protocol: Protocol;
   /** A session (files and folders): its entries, when its sender knows; `name` is then empty and `path` the served folder. */
   entries?: number | null | undefined;
+  /** With `keys`: the sender's identity (it writes under `folder/<identity>/`). */
+  identity?: string | undefined;
 }
 
 export type ConnectionEvent =
@@ -153,6 +158,8 @@ interface LiveConnection {
   opened: boolean;
   /** Its file was accepted: shutdown lets these finish. */
   transferring: boolean;
+  /** Who it is, once it proved a key. */
+  identity?: string | undefined;
 }
 
 /** The receiver behind serve(), exported for tests that drive its server directly. */
@@ -162,6 +169,10 @@ export class ServeReceiver {
   readonly #perConnection: Omit<ConnectionOptions, 'signal' | 'onOpened' | 'onStart' | 'onProgress'>;
   readonly #log: Log;
   readonly #admission: Admission;
+  readonly #throttle = new AuthThrottle();
+  /** With keys: the identities that have a quota (bytes), and what each has stored. */
+  readonly #quotas = new Map<string, number>();
+  readonly #stored = new Map<string, number>();
   readonly #connections = new Map<number, LiveConnection>();
   /** Transfer slots held: a file (protocol 1) or a session (protocol 2) each. */
   #slots = 0;
@@ -183,6 +194,21 @@ export class ServeReceiver {
     this.#server = server;
     this.#options = options;
     this.#perConnection = connectionOptions(options.folder, options);
+    // Each identity writes under its own folder: one sender can never replace, rename
+    // over or squat another's files, whatever the conflict policy.
+    const auth = this.#perConnection.auth;
+    if (auth) {
+      for (const key of auth.keys.values()) {
+        if (key.quota !== undefined) this.#quotas.set(key.identity, Math.min(key.quota, this.#quotas.get(key.identity) ?? Number.POSITIVE_INFINITY));
+      }
+      auth.targetFor = async (identity) => {
+        const folder = await identityFolder(options.folder, identity);
+        // What the identity has stored, measured as each of its connections starts; the
+        // files it stores meanwhile are added as they are committed.
+        if (this.#quotas.has(identity)) this.#stored.set(identity, (await countTree([folder])).bytes);
+        return folder;
+      };
+    }
     this.#log = options.log ?? silentLog;
     this.#foldsCase = foldsCase;
     const maxPending = options.maxPending ?? DEFAULT_MAX_PENDING;
@@ -234,6 +260,14 @@ export class ServeReceiver {
     }
     const peer = remoteOf(socket);
     const live: LiveConnection = { socket, abort: new AbortController(), handled: Promise.resolve(), opened: false, transferring: false };
+    const address = socket.remoteAddress ?? 'unknown';
+    const blockedMs = this.#perConnection.auth ? this.#throttle.blockedFor(address) : 0;
+    if (blockedMs > 0) {
+      const message = `too many failed key checks from your address; try again in ${Math.ceil(blockedMs / 1000)} s`;
+      refuseConnection(socket, 'busy', message);
+      this.#notify(() => this.#options.onConnection?.({ kind: 'turned-away', peer, message }));
+      return;
+    }
     const ticket = this.#admission.admit(socket.remoteAddress ?? 'unknown', () =>
       live.abort.abort(new TimeoutError('too many connections are waiting to send their header; this one was the oldest from the busiest address, and was dropped')),
     );
@@ -244,7 +278,7 @@ export class ServeReceiver {
       this.#notify(() => this.#options.onConnection?.({ kind: 'turned-away', peer, message }));
       return;
     }
-    const taken = takeConnection(socket);
+    const taken = takeConnection(socket, this.#perConnection.auth !== undefined);
     live.socket = taken.socket;
     const id = this.#nextId++;
     this.#connections.set(id, live);
@@ -259,10 +293,14 @@ export class ServeReceiver {
         live.opened = true;
         ticket.opened();
       },
+      onIdentity: (identity) => {
+        live.identity = identity;
+        this.#throttle.succeeded(address);
+      },
       onStart: (transfer) => {
         live.transferring = true;
         total = transfer.size;
-        this.#notify(() => this.#options.onTransferStart?.({ ...transfer, id }));
+        this.#notify(() => this.#options.onTransferStart?.({ ...transfer, id, identity: live.identity }));
       },
       onProgress: this.#options.onTransferProgress && ((bytes) => this.#notify(() => this.#options.onTransferProgress?.({ id, bytes, total }))),
       foldsCase: this.#foldsCase,
@@ -270,7 +308,7 @@ export class ServeReceiver {
         live.transferring = true;
         total = session.bytes ?? 0;
         this.#notify(() =>
-          this.#options.onTransferStart?.({ id, peer, name: '', path: this.#options.folder, size: total, protocol: 'ftx', entries: session.entries }),
+          this.#options.onTransferStart?.({ id, peer, name: '', path: this.#options.folder, size: total, protocol: 'ftx', entries: session.entries, identity: live.identity }),
         );
       },
       onEntry: this.#options.onEntry && ((entry) => this.#notify(() => this.#options.onEntry?.({ ...entry, peer, id }))),
@@ -282,7 +320,7 @@ export class ServeReceiver {
             // One file in a session: reported as protocol 1's transfers are.
             const failure = sessionFailure(outcome.result.session);
             if (failure) {
-              this.#notify(() => this.#options.onTransferFailed?.({ id, peer, error: failure, accepted: live.transferring }));
+              this.#notify(() => this.#options.onTransferFailed?.({ id, peer, error: failure, accepted: live.transferring, identity: live.identity }));
               return;
             }
           }
@@ -292,7 +330,9 @@ export class ServeReceiver {
         },
         (error: unknown) => {
           const failure = error as FtxError;
-          if (live.opened) this.#notify(() => this.#options.onTransferFailed?.({ id, peer, error: failure, accepted: live.transferring }));
+          // A failed key check (not a keyless sender saying so): one more guess from that address.
+          if (failure instanceof AuthError && !failure.fromPeer) this.#throttle.failed(address);
+          if (live.opened) this.#notify(() => this.#options.onTransferFailed?.({ id, peer, error: failure, accepted: live.transferring, identity: live.identity }));
           else this.#notify(() => this.#options.onConnection?.({ kind: 'dropped', id, peer, error: failure }));
         },
       )
@@ -345,6 +385,8 @@ export class ServeReceiver {
         if (request.freeBytes !== undefined && request.size + this.#stillToWrite() > request.freeBytes) {
           return { reason: 'no-space', message: `not enough free space on the receiver for ${formatBytes(request.size)} besides the transfers in progress; try again later` };
         }
+        const overQuota = this.#overQuota(request);
+        if (overQuota) return overQuota;
         this.#inFlight.set(request, pathKey);
         adjustCount(this.#pathsInFlight, pathKey, +1);
         return undefined;
@@ -353,9 +395,36 @@ export class ServeReceiver {
         const pathKey = this.#inFlight.get(request);
         if (pathKey === undefined) return;
         this.#inFlight.delete(request);
+        const identity = this.#identityOf(request.path);
+        if (request.committed && identity !== undefined && this.#stored.has(identity)) {
+          this.#stored.set(identity, (this.#stored.get(identity) ?? 0) + Math.max(request.size, request.bytesWritten()));
+        }
         adjustCount(this.#pathsInFlight, pathKey, -1);
       },
       isInFlight: (path) => this.#pathsInFlight.has(this.#pathKey(path)),
+    };
+  }
+
+  /** The identity whose folder `path` is in (keys only). */
+  #identityOf(path: string): string | undefined {
+    if (this.#quotas.size === 0) return undefined;
+    const inside = relative(this.#options.folder, path);
+    const first = inside.split(sep)[0];
+    return first === undefined || first === '' || first === '..' ? undefined : first;
+  }
+
+  /** A refusal if storing `request` would take its identity past its quota. */
+  #overQuota(request: TransferRequest): Refusal | undefined {
+    const identity = this.#identityOf(request.path);
+    const quota = identity === undefined ? undefined : this.#quotas.get(identity);
+    if (identity === undefined || quota === undefined) return undefined;
+    let inFlight = 0;
+    for (const other of this.#inFlight.keys()) if (!other.committed && this.#identityOf(other.path) === identity) inFlight += other.size;
+    const stored = this.#stored.get(identity) ?? 0;
+    if (stored + inFlight + request.size <= quota) return undefined;
+    return {
+      reason: 'no-space',
+      message: `${formatBytes(request.size)} would take ${JSON.stringify(identity)} past its quota of ${formatBytes(quota)} (${formatBytes(stored)} stored, ${formatBytes(inFlight)} on its way); remove old files on the receiver, or ask for a larger quota`,
     };
   }
 
@@ -370,4 +439,17 @@ export class ServeReceiver {
     for (const request of this.#inFlight.keys()) bytes += Math.max(0, request.size - request.bytesWritten());
     return bytes;
   }
+}
+
+/** Where an identity's files go: `folder/<identity>/`, made private on first use; never a link. */
+async function identityFolder(folder: string, identity: string): Promise<string> {
+  const path = join(folder, identity);
+  try {
+    await mkdir(path, { mode: 0o700 });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw localIoError(error, 'create a folder in', folder);
+    const stats = await lstat(path);
+    if (!stats.isDirectory()) throw new LocalIoError(`${path} is not a folder (a file or a link is there): cannot store what ${JSON.stringify(identity)} sends`);
+  }
+  return path;
 }

@@ -10,6 +10,10 @@ import {
   blake3Engine,
   countTree,
   enableGarbageNudges,
+  generateKey,
+  newCode,
+  readKeyFile,
+  UsageError,
   InterruptedError,
   ping,
   receive,
@@ -49,6 +53,12 @@ export interface RecvArgs extends CommonArgs {
   'min-rate': number;
   'allow-dotfiles': boolean;
   'partial-max-age': number;
+  /** Senders' keys (or FTX_KEY_FILE): take only those. */
+  'key-file': string | undefined;
+  /** One-shot: make a code and take only the sender that gives it. */
+  code: boolean;
+  /** Serve without keys, knowingly. */
+  insecure: boolean;
 }
 
 export interface SendArgs extends CommonArgs {
@@ -58,11 +68,21 @@ export interface SendArgs extends CommonArgs {
   'follow-symlinks': boolean;
   'verified-only': boolean;
   hash: DigestName | undefined;
+  /** This sender's key (or FTX_KEY_FILE). */
+  'key-file': string | undefined;
+  /** The code a one-shot receiver printed. */
+  code: string | undefined;
+}
+
+export interface KeygenArgs extends CommonArgs {
+  id: string;
 }
 
 export interface PingArgs extends CommonArgs {
   destination: string;
   message: string;
+  /** A key, for a receiver that answers only senders it knows (or FTX_KEY_FILE). */
+  'key-file': string | undefined;
 }
 
 /** What a finished command reports: written as one JSON line on stdout with --json. */
@@ -82,9 +102,13 @@ export async function runRecv(args: RecvArgs, output: Output, signal: AbortSigna
   reportDigestEngine(output);
   let progress: Progress | undefined;
   const toStdout = args.target === '-';
+  const code = args.code ? newCode() : undefined;
+  const keys = code === undefined ? await keysOf(args) : undefined;
   const receiver = await receive({
     ...(toStdout ? { output: process.stdout } : { target: args.target }),
     ...receivingOptions(args, output),
+    ...(keys !== undefined ? { keys } : {}),
+    ...(code !== undefined ? { code } : {}),
     signal,
     onStart: ({ name, path, size, peer }) => {
       output.log.info({ event: 'receiving', peer, name, path, size }, `receiving ${name} (${formatBytes(size)}) from ${peer}`);
@@ -113,7 +137,13 @@ export async function runRecv(args: RecvArgs, output: Output, signal: AbortSigna
     },
   });
   try {
-    announceListening(args, output, receiver);
+    announceListening(args, output, receiver, code);
+    if (code === undefined && keys === undefined) {
+      output.log.info(
+        { event: 'unauthenticated' },
+        'this receiver takes the first sender that reaches it, unauthenticated and in plain text; to take only yours, start it with --code (or --key-file)',
+      );
+    }
     const result = await receiver.done;
     progress?.stop();
     const session = result.session;
@@ -127,6 +157,7 @@ export async function runRecv(args: RecvArgs, output: Output, signal: AbortSigna
       bytes: result.bytes,
       ...(several ? { hash: result.hash } : digestFields(result)),
       ...(session ? { files: session.files, folders: session.folders, failed: session.failed } : {}),
+      ...(result.identity !== undefined ? { identity: result.identity } : {}),
       seconds: round(result.seconds),
       bytesPerSecond: bytesPerSecond(result.bytes, result.seconds),
       peer: result.peer,
@@ -182,6 +213,13 @@ function conflictPolicy(args: RecvArgs): ConflictPolicy {
 
 /** Serve mode: runs until Ctrl-C/SIGTERM/SIGHUP, then drains (see ServeHandle.close). */
 export async function runServe(args: RecvArgs, output: Output, interruption: Interruption): Promise<Summary> {
+  const keys = await keysOf(args);
+  if (keys === undefined && !args.insecure) {
+    throw new UsageError(
+      'serve mode without keys would store files from anyone who can reach the port: give it the senders\' keys with --key-file (make one per sender with ftx keygen --id NAME), or add --insecure to serve without them',
+    );
+  }
+  if (keys !== undefined && args.insecure) throw new UsageError('--insecure and --key-file contradict each other: keys make the box secure; drop --insecure');
   // The receiver takes connections from the moment it listens; the announcement and the
   // board come after (a transfer that starts before the board just has no line).
   enableGarbageNudges();
@@ -194,9 +232,11 @@ export async function runServe(args: RecvArgs, output: Output, interruption: Int
     maxTransfers: args['max-conns'],
     perHostTransfers: args['per-host-transfers'],
     ...receivingOptions(args, output),
-    onTransferStart: ({ id, peer, name, size, protocol, entries }) => {
+    ...(keys !== undefined ? { keys } : {}),
+    onTransferStart: ({ id, peer, name, size, protocol, entries, identity }) => {
       const what = entries === undefined ? name : entries === null ? 'a session' : entries === 1 ? 'one entry' : `${entries.toLocaleString('en-US')} entries`;
-      output.log.info({ event: 'transfer-start', id, peer, name, size, protocol, entries }, `#${id} receiving ${what} (${formatBytes(size)}) from ${peer}`);
+      const who = identity === undefined ? peer : `${identity} (${peer})`;
+      output.log.info({ event: 'transfer-start', id, peer, identity, name, size, protocol, entries }, `#${id} receiving ${what} (${formatBytes(size)}) from ${who}`);
       board?.add(id, `#${id} ${entries === undefined ? name : 'session'}`, size);
     },
     onEntry: (entry) => {
@@ -213,20 +253,21 @@ export async function runServe(args: RecvArgs, output: Output, interruption: Int
         stats.failed += session.failed;
         const level = session.failed > 0 ? 'warn' : 'info';
         output.log[level](
-          { event: 'session-done', id: result.id, peer: result.peer, files: session.files, folders: session.folders, failed: session.failed, bytes: result.bytes, seconds: round(result.seconds) },
-          `#${result.id} stored ${plural(session.files, 'file')} and ${plural(session.folders, 'folder')} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s) from ${result.peer}${session.failed > 0 ? `; ${session.failed} failed` : ''}`,
+          { event: 'session-done', id: result.id, peer: result.peer, identity: result.identity, files: session.files, folders: session.folders, failed: session.failed, bytes: result.bytes, seconds: round(result.seconds) },
+          `#${result.id} stored ${plural(session.files, 'file')} and ${plural(session.folders, 'folder')} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s) from ${whoSent(result)}${session.failed > 0 ? `; ${session.failed} failed` : ''}`,
         );
         return;
       }
       output.log.info(
-        { event: 'transfer-done', id: result.id, peer: result.peer, name: basename(result.path), path: result.path, bytes: result.bytes, ...digestFields(result), seconds: round(result.seconds), protocol: result.protocol },
-        `#${result.id} stored ${result.path} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s) from ${result.peer}`,
+        { event: 'transfer-done', id: result.id, peer: result.peer, identity: result.identity, name: basename(result.path), path: result.path, bytes: result.bytes, ...digestFields(result), seconds: round(result.seconds), protocol: result.protocol },
+        `#${result.id} stored ${result.path} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s) from ${whoSent(result)}`,
       );
     },
-    onTransferFailed: ({ id, peer, error }) => {
+    onTransferFailed: ({ id, peer, error, identity }) => {
       stats.failed += 1;
       board?.remove(id, false);
-      output.log.warn({ event: 'transfer-failed', id, peer, code: error.code, reason: (error as RefusedError).reason }, `#${id} from ${peer}: ${describeFailure(error, 'receiver')}`);
+      const who = identity === undefined ? peer : `${identity} (${peer})`;
+      output.log.warn({ event: 'transfer-failed', id, peer, identity, code: error.code, reason: (error as RefusedError).reason }, `#${id} from ${who}: ${describeFailure(error, 'receiver')}`);
     },
     onConnection: (event) => {
       if (event.kind === 'ping') {
@@ -289,6 +330,7 @@ export async function runSend(args: SendArgs, output: Output, signal: AbortSigna
   const totals = output.showsProgress && !fromStdin && !single ? await countTree(sources, { followSymlinks }) : undefined;
   let progress: Progress | undefined;
   const entries = { skipped: 0 };
+  const senderKey = args.code === undefined ? await keysOf(args) : undefined;
   try {
     const result = await send({
       ...(fromStdin ? { stream: process.stdin } : single ? { path: sources[0] as string } : { paths: sources }),
@@ -299,6 +341,8 @@ export async function runSend(args: SendArgs, output: Output, signal: AbortSigna
       hash: args.hash,
       timeoutMs: args.timeout * 1000,
       verifiedOnly: args['verified-only'],
+      ...(args.code !== undefined ? { code: args.code } : {}),
+      ...(senderKey !== undefined ? { key: senderKey } : {}),
       signal,
       log: output.log,
       onStart: ({ size, protocol, peer }) => {
@@ -344,11 +388,33 @@ export async function runSend(args: SendArgs, output: Output, signal: AbortSigna
       bytesPerSecond: bytesPerSecond(result.bytes, result.seconds),
       peer: result.peer,
       verified: result.verified,
+      ...(result.identity !== undefined ? { identity: result.identity } : {}),
       ...(result.session ? { files: result.session.files, folders: result.session.folders, skipped: result.session.skipped, failed: result.session.failed } : {}),
     };
   } finally {
     progress?.stop();
   }
+}
+
+/** "web1 (192.0.2.7:51234)" for a sender that proved a key, else its address. */
+function whoSent(result: { peer: string; identity?: string | undefined }): string {
+  return result.identity === undefined ? result.peer : `${result.identity} (${result.peer})`;
+}
+
+/**
+ * The key file's text: --key-file, else FTX_KEY_FILE (cron and systemd set it once).
+ * Undefined when neither is given. readKeyFile refuses a file others can read.
+ */
+async function keysOf(args: { 'key-file': string | undefined }): Promise<string | undefined> {
+  const path = args['key-file'] ?? (process.env.FTX_KEY_FILE === '' ? undefined : process.env.FTX_KEY_FILE);
+  return path === undefined ? undefined : readKeyFile(path);
+}
+
+/** `ftx keygen --id NAME`: a new key line on stdout, for the sender's key file and the receiver's. */
+export function runKeygen(args: KeygenArgs): Summary {
+  const line = generateKey(args.id);
+  if (!args.json) process.stdout.write(`${line}\n`);
+  return { identity: args.id, key: line };
 }
 
 async function isRegularFile(path: string): Promise<boolean> {
@@ -359,7 +425,8 @@ async function isRegularFile(path: string): Promise<boolean> {
 }
 
 export async function runPing(args: PingArgs, output: Output, signal: AbortSignal): Promise<Summary> {
-  const result = await ping({ to: args.destination, message: args.message, timeoutMs: args.timeout * 1000, signal });
+  const key = await keysOf(args);
+  const result = await ping({ to: args.destination, message: args.message, timeoutMs: args.timeout * 1000, signal, ...(key !== undefined ? { key } : {}) });
   const peer = result.peer;
   if (result.protocol === 'classic') {
     output.log.warn({ peer }, `${peer} is a classic tutorial receiver: it is up, but cannot answer pings (this check may have used up its one transfer)`);
@@ -378,13 +445,14 @@ export async function runPing(args: PingArgs, output: Output, signal: AbortSigna
  * With --port 0 the user cannot know the port any other way, so that line is printed
  * even with --quiet (output.essential).
  */
-function announceListening(args: RecvArgs, output: Output, receiver: { port: number; endpoints: string[] }): void {
+function announceListening(args: RecvArgs, output: Output, receiver: { port: number; endpoints: string[] }, code?: string): void {
   const port = receiver.port;
   const endpoints = receiver.endpoints.length > 0 ? receiver.endpoints : [`THIS-HOST:${port}`];
-  const commands = endpoints.slice(0, 3).map((endpoint) => `ftx send FILE ${endpoint}`);
-  const log = args.port === 0 ? output.essential : output.log;
+  const commands = endpoints.slice(0, 3).map((endpoint) => `ftx send FILE ${endpoint}${code === undefined ? '' : ` --code ${code}`}`);
+  // The user cannot learn a chosen port or the code any other way: printed even with --quiet.
+  const log = args.port === 0 || code !== undefined ? output.essential : output.log;
   log.info(
-    { event: 'listening', port, bind: args.bind ?? null, addresses: receiver.endpoints.map((endpoint) => endpoint.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1')), target: args.target, serve: args.serve },
+    { event: 'listening', port, ...(code === undefined ? {} : { code }), bind: args.bind ?? null, addresses: receiver.endpoints.map((endpoint) => endpoint.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1')), target: args.target, serve: args.serve },
     `${args.serve ? 'serving' : 'listening'} on port ${port}${args.bind ? ` of ${args.bind}` : ''}; on the sending machine run: ${commands.join('   or   ')}`,
   );
 }

@@ -21,6 +21,7 @@ export const EXIT_CODES: Record<FtxErrorCode, number> = {
   FTX_ERR_REMOTE_IO: 10,
   FTX_ERR_UNVERIFIED: 11,
   FTX_ERR_PARTIAL: 12,
+  FTX_ERR_AUTH: 13,
   FTX_ERR_INTERNAL: EXIT_INTERNAL,
   // 128 + SIGINT, as shells report a process killed by Ctrl-C.
   FTX_ERR_INTERRUPTED: 130,

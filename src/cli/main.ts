@@ -5,7 +5,7 @@
  */
 import yargs, { type Argv } from 'yargs';
 import { createOutput, escapeForTerminal, type Output } from './output.js';
-import type { CommonArgs, Interruption, PingArgs, RecvArgs, SendArgs } from './commands.js';
+import type { CommonArgs, Interruption, KeygenArgs, PingArgs, RecvArgs, SendArgs } from './commands.js';
 import { EXIT_CODES, EXIT_INTERNAL, EXIT_OK, EXIT_SIGTERM } from './exit-codes.js';
 import { describeFailure, type Side } from './hints.js';
 import {
@@ -91,6 +91,9 @@ function buildParser(argv: string[]) {
           coerce: (text: string) => parseSizeOption('--min-rate', text),
         })
         .option('allow-dotfiles', { type: 'boolean', default: false, describe: 'Accept names starting with a dot (.bashrc) into a target folder; refused by default' })
+        .option('key-file', { type: 'string', describe: 'Take only senders with a key listed here (lines from ftx keygen; TLS 1.3); each writes under TARGET/IDENTITY/ with --serve [default: $FTX_KEY_FILE]' })
+        .option('code', { type: 'boolean', default: false, describe: 'Make a one-time code and take only the sender that gives it (printed with the command to type there)' })
+        .option('insecure', { type: 'boolean', default: false, describe: 'With --serve: serve without keys, taking files from anyone who reaches the port' })
         .option('partial-max-age', {
           type: 'string',
           default: '24h',
@@ -103,6 +106,9 @@ function buildParser(argv: string[]) {
         })
         .check((argv) => {
           if (argv.force && argv['on-conflict'] && argv['on-conflict'] !== 'overwrite') throw new UsageError('--force means --on-conflict overwrite; give one or the other');
+          if (argv.code && argv['key-file'] !== undefined) throw new UsageError('--code and --key-file are two ways to check the sender: give one');
+          if (argv.code && argv.serve) throw new UsageError('--code is for one sender, once; a serving receiver takes keys (--key-file)');
+          if (argv.insecure && !argv.serve) throw new UsageError('--insecure only applies to --serve (a one-shot receiver is plain unless given --code or --key-file)');
           for (const option of ['max-conns', 'grace', 'per-host-transfers'] as const) {
             if (argv[option] !== undefined && !argv.serve) throw new UsageError(`--${option} only applies to --serve; add --serve or drop --${option}`);
           }
@@ -136,11 +142,14 @@ function buildParser(argv: string[]) {
         .usage('ftx send PATH... DESTINATION [options]\n\nPATH: files and folders to send (folders recursively; - reads stdin).\nDESTINATION: host, host:port or [ipv6]:port (port 9999 if omitted).')
         .option('name', { type: 'string', describe: 'Announce a single file, or stdin, under this name (required with -)' })
         .option('follow-symlinks', { type: 'boolean', default: false, describe: 'In folders, send what symbolic links point to (by default links are skipped, with a warning)' })
+        .option('key-file', { type: 'string', describe: 'Prove this key (one line from ftx keygen) and send only encrypted, to a receiver that lists it [default: $FTX_KEY_FILE]' })
+        .option('code', { type: 'string', describe: 'The code a receiver started with --code printed' })
         .check((argv) => {
           const given = sendPaths(argv);
           if (given.length < 2) throw new UsageError(`say what to send and where: ftx send PATH... HOST[:PORT]${given.length === 1 ? ` (${given[0]} alone is not enough)` : ''}`);
           checkDestination(given[given.length - 1] as string);
           const sources = given.slice(0, -1);
+          if (argv.code !== undefined && argv['key-file'] !== undefined) throw new UsageError('--code and --key-file are two ways to prove who you are: give one');
           if (sources.includes('-')) {
             if (sources.length > 1) throw new UsageError('- (stdin) is sent on its own: give no other paths with it');
             if (argv.name === undefined || argv.name === '') throw new UsageError('stdin has no name: give one with --name (e.g. --name db.dump)');
@@ -170,9 +179,17 @@ function buildParser(argv: string[]) {
           coerce: checkDestination,
         })
         .option('message', { alias: 'm', type: 'string', default: 'ping', describe: 'Text for the receiver to echo' })
+        .option('key-file', { type: 'string', describe: 'Prove this key to a receiver that takes only senders with keys [default: $FTX_KEY_FILE]' })
         .example('ftx ping backupbox && ftx send db.dump backupbox', 'send only if the receiver is up'),
     )
-    .demandCommand(1, 'Say what to do: ftx recv, ftx send or ftx ping (ftx --help lists them)')
+    .command('keygen', 'Make a key for a sender: prints IDENTITY:KEY, for its key file and the receiver\'s', (args) =>
+      commonOptions(args)
+        .usage('ftx keygen --id NAME\n\nPrints one line, IDENTITY:KEY (32 random bytes). Keep it private (chmod 600): the sender proves it with --key-file, and the receiver lists it in its own --key-file.')
+        .option('id', { type: 'string', demandOption: true, describe: 'The sender\'s name: it names the sender in logs, and its folder on a serving receiver' })
+        .example('ftx keygen --id web1 > web1.key', 'a key for the machine web1')
+        .example('cat web1.key >> /etc/ftx/senders.keys', 'on the receiver: let web1 send'),
+    )
+    .demandCommand(1, 'Say what to do: ftx recv, ftx send, ftx ping or ftx keygen (ftx --help lists them)')
     // A repeated option takes its last value (as with most Unix tools), instead of
     // becoming an array that the choices, coerce functions and the protocol never expect.
     .parserConfiguration({ 'duplicate-arguments-array': false })
@@ -197,7 +214,7 @@ function buildParser(argv: string[]) {
     });
 }
 
-const COMMANDS = ['recv', 'send', 'ping'];
+const COMMANDS = ['recv', 'send', 'ping', 'keygen'];
 
 /** Runs the CLI; returns the exit code. Never calls process.exit itself. */
 export async function main(argv: string[]): Promise<number> {
@@ -205,10 +222,11 @@ export async function main(argv: string[]): Promise<number> {
   ignoreBrokenOutput();
   const [first] = argv;
   if (first !== undefined && !first.startsWith('-') && !COMMANDS.includes(first)) {
-    return usageFailure(argv, `unknown command "${first}"; use ftx recv, ftx send or ftx ping`);
+    return usageFailure(argv, `unknown command "${first}"; use ftx recv, ftx send, ftx ping or ftx keygen`);
   }
   const parser = buildParser(argv);
-  let parsed: { _: (string | number)[] } & Partial<RecvArgs & SendArgs>;
+  // --code is a flag on recv (make one) and a value on send (give it): left out of the union.
+  let parsed: { _: (string | number)[] } & Partial<Omit<RecvArgs, 'code'> & Omit<SendArgs, 'code'>>;
   try {
     parsed = (await parser.parseAsync()) as typeof parsed;
   } catch (error) {
@@ -228,7 +246,12 @@ export async function main(argv: string[]): Promise<number> {
   });
   const interruption = watchSignals();
   try {
-    const { runPing, runRecv, runSend, runServe } = await import('./commands.js');
+    const { runKeygen, runPing, runRecv, runSend, runServe } = await import('./commands.js');
+    if (command === 'keygen') {
+      const summary = runKeygen(parsed as unknown as KeygenArgs);
+      if (args.json) process.stdout.write(`${JSON.stringify({ ok: true, ...summary })}\n`);
+      return EXIT_OK;
+    }
     const recvArgs = {
       ...(parsed as unknown as RecvArgs),
       target: recvTarget(parsed),

@@ -15,7 +15,7 @@
  */
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { ConnectionLostError, InternalError, isFtxError, TimeoutError, type FtxError } from '../errors.js';
+import { ConnectionLostError, IntegrityError, InternalError, isFtxError, TimeoutError, type FtxError } from '../errors.js';
 import { FRAME_HEADER_BYTES, FrameDecoder, type Frame } from '../framing.js';
 import { CONNECTION_CLOSED, type ByteSource, type DataSink } from '../transport/byte-source.js';
 import { nudgeGarbageCollector } from '../util/gc-nudge.js';
@@ -73,6 +73,8 @@ export class Channel {
   #ended = false;
   #filling: Promise<boolean> | undefined;
   #sendingData = false;
+  /** Handed over to TLS (detach()): nothing more is written here. */
+  #detached = false;
 
   constructor(stream: Duplex, options: ChannelOptions = {}) {
     this.stream = stream;
@@ -287,6 +289,7 @@ export class Channel {
    */
   write(bytes: Buffer): Promise<void> {
     if (this.#sendingData) return Promise.reject(new InternalError('a control message was written while file data was being sent'));
+    if (this.#detached) return Promise.reject(new InternalError('a plain-text message was written under TLS'));
     return new Promise((resolve, reject) => {
       this.stream.write(bytes, (error) => (error ? reject(this.describeStreamError(error)) : resolve()));
     });
@@ -304,8 +307,23 @@ export class Channel {
    * to read the farewell.
    */
   hangUp(error: FtxError): void {
+    // Once handed to TLS, a plain-text word here would land under the encrypted stream: the layer above says it.
+    if (this.#detached) return;
     if (this.farewell && !this.#sendingData && this.stream.writable && !this.stream.destroyed) this.stream.write(this.farewell(error));
     this.destroy(error);
+  }
+
+  /**
+   * Hands the connection over to another layer (TLS, started after a plain greeting):
+   * stops the idle timer and returns the bytes read but not yet used, to put back in
+   * front of the stream. The channel must not be used afterwards.
+   */
+  detach(): Buffer {
+    if (this.#filling) throw new Error('detach() while a read is pending');
+    this.#detached = true;
+    this.setIdleTimeout(0);
+    this.#ended = true;
+    return Buffer.concat(this.#decoder.takeRemainder());
   }
 
   destroy(error?: Error): void {
@@ -329,6 +347,14 @@ export class Channel {
   describeStreamError(error: unknown): FtxError {
     if (isFtxError(error)) return error;
     const code = (error as NodeJS.ErrnoException | undefined)?.code;
+    // TLS's record check: what arrived is not what the peer encrypted.
+    if (code === 'ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC' || code === 'ERR_SSL_SSLV3_ALERT_BAD_RECORD_MAC') {
+      const whose = code === 'ERR_SSL_SSLV3_ALERT_BAD_RECORD_MAC' ? `${this.peerRole} found` : 'this side found';
+      return new IntegrityError(`the encrypted connection failed its integrity check (${whose} altered or broken data on the way); nothing of it was kept`, { cause: error });
+    }
+    if (typeof code === 'string' && code.startsWith('ERR_SSL_')) {
+      return new ConnectionLostError(`the encrypted connection to ${this.peerRole} failed (${code})`, { cause: error });
+    }
     if (isConnectionFailure(error)) {
       return new ConnectionLostError(`${this.peerRole} dropped the connection (${code})`, { cause: error });
     }

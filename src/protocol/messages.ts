@@ -32,6 +32,12 @@ export interface Greeting {
   version: number;
   /** Every version it speaks (absent before version 2: then just `version`). */
   versions?: number[];
+  /**
+   * 'psk': this receiver takes only senders that prove a key (TLS 1.3 with a pre-shared
+   * key, started right after this greeting); the conversation runs inside TLS, starting
+   * with a second Greeting. Absent: a plain-text receiver.
+   */
+  tls?: 'psk';
   software?: string;
   /**
    * The digests this receiver accepts in a Header. Absent from older receivers (ftx 0.1),
@@ -269,6 +275,11 @@ export function decodeGreeting(frame: Frame): Greeting {
     greeting.versions = body.versions as number[];
   }
   if (body.software !== undefined) greeting.software = text(frame, body, 'software', 100);
+  // Any other value is a way of proving who one is that this version does not know: not plain text either.
+  if (body.tls !== undefined) {
+    if (body.tls !== 'psk') fail(frame, 'tls', '"psk"');
+    greeting.tls = 'psk';
+  }
   if (body.digests !== undefined) {
     if (!Array.isArray(body.digests) || body.digests.length > 32 || !body.digests.every((name) => typeof name === 'string')) fail(frame, 'digests', 'a list of digest names');
     greeting.digests = body.digests.filter(isDigestName);

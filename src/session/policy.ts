@@ -17,6 +17,8 @@ export interface TransferRequest {
   peer: string;
   /** Bytes of this transfer already on disk (statfs no longer counts them as free). */
   bytesWritten(): number;
+  /** Set once the file is under its final name (what a quota then counts as stored). */
+  committed?: boolean | undefined;
 }
 
 export interface Refusal {

@@ -433,6 +433,7 @@ class SessionReceiver {
     for (let pick = 1; ; pick++) {
       try {
         placeSmallFile(temp, path, onConflict === 'overwrite');
+        if (file.request) file.request.committed = true;
         this.#lastPath = path;
         return joinRelative(file.relative, path);
       } catch (error) {

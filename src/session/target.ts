@@ -111,6 +111,7 @@ export async function commitTarget(staged: StagedFile, request: TransferRequest,
   for (let pick = 1; ; pick++) {
     try {
       await staged.place(path, { replace: options.onConflict === 'overwrite', syncFolder: options.syncFolder ?? true });
+      request.committed = true;
       return path;
     } catch (error) {
       if (!isNameTaken(error)) throw error;
