@@ -5,7 +5,8 @@
  *
  * Scenarios (each can be chosen with --only / left out with --skip):
  *   large    one large random file, every peer (ftx with its default digest, --hash sha256 and
- *            --hash xxh128; nc; socat -b 1048576; classic python; node pipe), several rounds;
+ *            --hash xxh128, and with a key on both sides: TLS 1.3 with a pre-shared key; nc;
+ *            socat -b 1048576; classic python; node pipe), several rounds;
  *            peers alternate within a round (order rotated each round) and ratios are taken
  *            within a round, because this machine is shared and noisy. File mode writes to
  *            /dev/shm (tmpfs: the disk is not what we measure); sink mode writes to /dev/null.
@@ -33,7 +34,7 @@
  * Generated data lives in bench/data/ and is reused. Run `node bench/run.mjs --help`.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statfsSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, rmSync, statfsSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, release, tmpdir, totalmem } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -261,6 +262,11 @@ async function runLarge(context) {
       bothCpuPerGiB: summarize(valid.map(bothCpu)),
       vsNc: peer.id === 'nc' ? null : ratioTo('nc'),
       cpuVsNc: peer.id === 'nc' ? null : ratioTo('nc', mode, bothCpu),
+      // The price of TLS: the same ftx and digest without a key, same round.
+      vsFtx: peer.tls ? ratioTo('ftx') : null,
+      cpuVsFtx: peer.tls
+        ? { send: ratioTo('ftx', mode, (run) => run.sender.cpuPerGiB), recv: ratioTo('ftx', mode, (run) => run.receiver.cpuPerGiB), both: ratioTo('ftx', mode, bothCpu) }
+        : null,
       vsClassic: peer.ftx ? ratioTo('classic', 'file') : null,
       vsNode: peer.ftx ? ratioTo('node', 'file') : null,
       selfReportedMbps: peer.ftx ? summarize(valid.map((run) => run.selfReport?.recvMbps)) : null,
@@ -270,6 +276,7 @@ async function runLarge(context) {
   return {
     source: { path: source.path, bytes: source.size, digests: source.digests, digestTools: source.digestTools },
     rounds: options.rounds,
+    tlsKey: context.tlsKey.skip ? { skipped: context.tlsKey.skip } : { identity: context.tlsKey.identity, path: relative(ROOT, context.tlsKey.path), madeBy: context.tlsKey.madeBy },
     skipped,
     groups,
     runs,
@@ -835,6 +842,38 @@ async function snapshotFtx(root) {
   }
 }
 
+/** The identity of the bench's key: the receiver's summary names it after the handshake. */
+const BENCH_KEY_IDENTITY = 'bench';
+
+/**
+ * A fresh key for the ftx-tls peer, made by the ftx under test (`ftx keygen --id bench`), in
+ * `dir` (mode 700) as bench.key (mode 600: ftx refuses a key file others can read). The same
+ * file serves both sides: the sender proves the line, the receiver lists it. A new key each
+ * run, so none outlives the run. Resolves { path, identity, madeBy } or { skip: reason };
+ * the reason never quotes keygen's output (it would hold the key).
+ */
+async function makeBenchKey(dir, ftxBin) {
+  try {
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    return { skip: `cannot make ${relative(ROOT, dir)}: ${error.message}` };
+  }
+  const made = await runQuiet(process.execPath, [ftxBin, 'keygen', '--id', BENCH_KEY_IDENTITY], { cwd: ROOT });
+  if (made.code !== 0) return { skip: `ftx keygen exited with ${made.code}: ${made.stderr.trim().split('\n').at(-1) ?? ''}` };
+  const lines = made.stdout.split('\n').filter(Boolean);
+  if (lines.length !== 1 || !lines[0].startsWith(`${BENCH_KEY_IDENTITY}:`)) return { skip: `ftx keygen did not print one ${BENCH_KEY_IDENTITY}:KEY line` };
+  const path = join(dir, `${BENCH_KEY_IDENTITY}.key`);
+  try {
+    writeFileSync(path, `${lines[0]}\n`, { mode: 0o600, flag: 'wx' });
+    // The mode given at creation passes through the umask, which can only clear bits; say it anyway.
+    chmodSync(path, 0o600);
+  } catch (error) {
+    return { skip: `cannot write ${relative(ROOT, path)}: ${error.message}` };
+  }
+  return { path, identity: BENCH_KEY_IDENTITY, madeBy: `ftx keygen --id ${BENCH_KEY_IDENTITY}` };
+}
+
 function timeCommand(command, args) {
   return new Promise((resolveRun) => {
     const startedAt = performance.now();
@@ -928,7 +967,7 @@ function evaluateTargets(results) {
   if (large) {
     const ftxGroups = large.groups.filter((group) => group.peer.startsWith('ftx'));
     const peak = maxOf(ftxGroups.flatMap((group) => [group.sender.peakRssBytes.max, group.receiver.peakRssBytes.max]));
-    add(others, `ftx peak RSS, either side, every run of 1. (all digests)`, peak, peak === null ? null : `${mb(peak)} MB`, `<= ${mb(TARGET.peakRssBytes)} MB`, peak === null ? null : peak <= TARGET.peakRssBytes);
+    add(others, `ftx peak RSS, either side, every run of 1. (all digests, TLS)`, peak, peak === null ? null : `${mb(peak)} MB`, `<= ${mb(TARGET.peakRssBytes)} MB`, peak === null ? null : peak <= TARGET.peakRssBytes);
   }
   if (slow) {
     const rss = slow.run?.valid ? slow.run.sender.peakRssBytes : null;
@@ -1013,6 +1052,16 @@ function printReport(results) {
       '   file: output on tmpfs, byte-compared with cmp (a run that differs is INVALID); sink: output to /dev/null, exit codes only.',
       '   ftx has no sink mode: it stages into a temporary file beside the target and renames it, which /dev/null cannot be.',
     );
+    for (const group of large.groups.filter((entry) => entry.vsFtx || entry.cpuVsFtx)) {
+      const key = large.tlsKey;
+      const withRange = (summary) => (summary ? `${ratio(summary.median)} [${ratio(summary.min)}-${ratio(summary.max)}]` : '-');
+      const cpu = (side) => ratio(group.cpuVsFtx[side]?.median) ?? '-';
+      out.push(
+        `   ${group.peer}: ftx (${group.digest}) with --key-file on both sides: TLS 1.3 with a pre-shared key, made each run by the ftx under test`,
+        `   (${key.madeBy}; mode 600, in ${key.path}, removed at the end); both summaries must name identity ${key.identity}.`,
+        `   ${group.peer} x ftx (plain, same digest; same-round medians): MB/s ${withRange(group.vsFtx)}; CPU/GiB send ${cpu('send')}, recv ${cpu('recv')}, both ${cpu('both')}.`,
+      );
+    }
     const ftxGroups = large.groups.filter((group) => group.peer.startsWith('ftx') && group.valid);
     if (ftxGroups.length) {
       out.push(
@@ -1354,6 +1403,8 @@ async function main() {
   mkdirSync(resultsDir, { recursive: true });
   mkdirSync(outDir, { recursive: true });
   let ftxRoot;
+  /** The ftx-tls peer's key file lives here (mode 700), removed at the end. */
+  const keyDir = join(dataDir, `ftx-keys-${process.pid}`);
   /** Folders the scenarios make outside outDir (the disk medium's), removed at the end. */
   const scratchDirs = [];
   const cleanup = () => {
@@ -1362,6 +1413,7 @@ async function main() {
     else rmSync(join(outDir, 'trees'), { recursive: true, force: true });
     for (const dir of scratchDirs) rmSync(dir, { recursive: true, force: true });
     if (ftxRoot) rmSync(ftxRoot, { recursive: true, force: true });
+    rmSync(keyDir, { recursive: true, force: true });
   };
   for (const signal of ['SIGINT', 'SIGTERM']) {
     process.once(signal, () => {
@@ -1392,6 +1444,9 @@ async function main() {
   // ftx's own registry: which digest it uses when none is asked for, and which BLAKE3 code loads here.
   const registry = await import(pathToFileURL(join(ftxRoot, 'dist', 'index.js')).href);
   const defaultDigest = registry.DEFAULT_DIGEST;
+  const ftxBin = join(ftxRoot, 'bin', 'ftx.js');
+  const tlsKey = needsPeers ? await makeBenchKey(keyDir, ftxBin) : { skip: 'not needed' };
+  if (tlsKey.skip && needsPeers) log(`no key for ftx-tls: ${tlsKey.skip}`);
   const context = {
     options,
     dataDir,
@@ -1399,10 +1454,11 @@ async function main() {
     timeBinary: time.path,
     defaultDigest,
     ftxRoot,
-    ftxBin: join(ftxRoot, 'bin', 'ftx.js'),
+    ftxBin,
     nc,
     scratchDirs,
-    peers: definePeers({ root: ROOT, ftxBin: join(ftxRoot, 'bin', 'ftx.js'), nc, socat, python, timeBinary: time.path, defaultDigest }),
+    tlsKey,
+    peers: definePeers({ root: ROOT, ftxBin, nc, socat, python, timeBinary: time.path, defaultDigest, tlsKey }),
   };
 
   const results = {

@@ -19,33 +19,42 @@ const READY_TIMEOUT_MS = 15_000;
  */
 const FTX_RECV_FLAGS = ['--port', '0', '--json', '--force', '--log-format', 'json', '--log-level', 'info'];
 
-export function definePeers({ root, ftxBin, nc, socat, python, timeBinary, defaultDigest }) {
+/**
+ * @param tlsKey  the bench's own key for the ftx-tls peer: { path, identity } of a key file
+ *                (mode 600) made with the ftx under test, or { skip: reason } when there is none.
+ */
+export function definePeers({ root, ftxBin, nc, socat, python, timeBinary, defaultDigest, tlsKey }) {
   const nodePipe = join(root, 'bench', 'node-pipe.mjs');
   const measured = (command, args, options = {}) => startMeasured(command, args, { timeBinary, cwd: root, ...options });
 
   /**
    * ftx with one digest: `hash` undefined runs it without --hash (its default, which must be
-   * `defaultDigest`); otherwise with --hash HASH.
+   * `defaultDigest`); otherwise with --hash HASH. With `key` ({ path, identity }) both sides
+   * take --key-file (the same line serves the sender and, as its list of one, the receiver),
+   * so the transfer runs inside TLS 1.3 with that pre-shared key.
    */
-  const ftxPeer = (id, label, hash) => {
+  const ftxPeer = (id, label, hash, key) => {
     const expected = hash ?? defaultDigest;
+    const keyArgs = key?.path ? ['--key-file', key.path] : [];
     return {
       id,
       label,
       ftx: true,
+      tls: key !== undefined,
+      skip: key?.skip,
       digest: expected,
       // ftx stages into a temporary file beside the target and renames it: /dev/null
       // cannot be a target, so there is no sink mode to measure.
       modes: ['file'],
       async startReceiver(out) {
-        const proc = measured(process.execPath, [ftxBin, 'recv', out, ...FTX_RECV_FLAGS]);
+        const proc = measured(process.execPath, [ftxBin, 'recv', out, ...FTX_RECV_FLAGS, ...keyArgs]);
         const match = await waitForLine(proc, /"event":"listening".*?"port":(\d+)/, READY_TIMEOUT_MS, 'ftx recv');
         return { proc, port: Number(match[1]) };
       },
       startSender(src, port) {
-        return measured(process.execPath, [ftxBin, 'send', src, `127.0.0.1:${port}`, '--json', '--quiet', ...(hash ? ['--hash', hash] : [])]);
+        return measured(process.execPath, [ftxBin, 'send', src, `127.0.0.1:${port}`, '--json', '--quiet', ...(hash ? ['--hash', hash] : []), ...keyArgs]);
       },
-      check: (source, sender, receiver) => checkFtx(source, sender, receiver, expected),
+      check: (source, sender, receiver) => checkFtx(source, sender, receiver, expected, key?.identity),
       /** ftx's own view: transfer time from accept to receipt, without process start-up; and which code hashed. */
       selfReport(sender, receiver) {
         const received = lastJson(receiver.stdout);
@@ -67,6 +76,7 @@ export function definePeers({ root, ftxBin, nc, socat, python, timeBinary, defau
     ftxPeer('ftx', `ftx (default digest: ${defaultDigest})`, undefined),
     ftxPeer('ftx-sha256', 'ftx --hash sha256', 'sha256'),
     ftxPeer('ftx-xxh128', 'ftx --hash xxh128', 'xxh128'),
+    ftxPeer('ftx-tls', `ftx --key-file (TLS 1.3 with a pre-shared key; ${defaultDigest})`, undefined, tlsKey ?? { skip: 'no key file' }),
     {
       id: 'nc',
       label: 'nc (openbsd, plain TCP)',
@@ -151,8 +161,10 @@ function exitCodesOnly(_source, sender, receiver) {
  * What ftx's two --json summaries must say for a run to count: ok on both sides, the digest
  * asked for, both digests equal to the source's as the bench computed it (b3sum for blake3,
  * node:crypto for sha256, hash-wasm for xxh128), the byte count; `sha256` too when that is the digest.
+ * With `identity` (a keyed run), both must also name it: ftx reports an identity only after
+ * a TLS handshake with a listed key, so a run that went through in plain text cannot count.
  */
-function checkFtx(source, sender, receiver, expected) {
+function checkFtx(source, sender, receiver, expected, identity) {
   const failure = exitCodesOnly(source, sender, receiver);
   if (failure) return failure;
   const sent = lastJson(sender.stdout);
@@ -165,6 +177,9 @@ function checkFtx(source, sender, receiver, expected) {
   if (sent.digest !== want || received.digest !== want) return `ftx reported ${expected} ${sent.digest} (send) / ${received.digest} (recv); the source's is ${want}`;
   if (expected === 'sha256' && (sent.sha256 !== source.sha256 || received.sha256 !== source.sha256)) return "ftx's sha256 field differs from the source's sha256";
   if (received.bytes !== source.size) return `ftx recv reported ${received.bytes} bytes, expected ${source.size}`;
+  if (identity !== undefined && (sent.identity !== identity || received.identity !== identity)) {
+    return `ftx reported identity ${sent.identity ?? '(none)'} (send) / ${received.identity ?? '(none)'} (recv), not ${identity}: not an authenticated transfer`;
+  }
   return undefined;
 }
 

@@ -43,7 +43,7 @@ export async function runServeBatch(mode, files, { ftxBin, cwd, timeBinary, fold
       // --max-conns = N, and the per-address limits too (every sender is 127.0.0.1): the limits are
       // not what this scenario measures; a busy refusal here is a finding.
       [
-        ftxBin, 'recv', '--serve', folder, '--port', '0', '--bind', '127.0.0.1', '--log-level', 'info', '--log-format', 'json', '--on-conflict', 'rename',
+        ftxBin, 'recv', '--serve', '--insecure', folder, '--port', '0', '--bind', '127.0.0.1', '--log-level', 'info', '--log-format', 'json', '--on-conflict', 'rename',
         '--max-conns', String(files.length), '--per-host-transfers', String(files.length), '--per-host-conns', String(files.length),
       ],
       { cwd, timeBinary },
