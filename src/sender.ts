@@ -150,9 +150,14 @@ async function sendOverFtxOrTls(channel: Channel, stream: Duplex, plan: SendPlan
   const secured = await connectPsk(stream, options.key, peer, options.idleTimeoutMs);
   const inner = new Channel(secured, { idleTimeoutMs: options.idleTimeoutMs, peerRole: 'the receiver' });
   inner.farewell = errorFrame;
-  // Ctrl-C and the like reach the inner channel through the socket under it.
-  const sent = await sendOverFtx(inner, plan, options, peer, await readGreeting(inner));
-  return { ...sent, identity: options.key.identity };
+  // The plain channel is silent once detached: an abort hangs up here, saying why inside TLS.
+  const stopListening = whenAborted(options.signal, () => inner.hangUp(abortReason(options.signal)));
+  try {
+    const sent = await sendOverFtx(inner, plan, options, peer, await readGreeting(inner));
+    return { ...sent, identity: options.key.identity };
+  } finally {
+    stopListening();
+  }
 }
 
 async function sendOverFtx(channel: Channel, plan: SendPlan, options: SendingOptions, peer: string, greeting: Greeting): Promise<Sent> {

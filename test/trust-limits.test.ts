@@ -49,3 +49,33 @@ describe('keys beyond one transfer', () => {
     }
   });
 });
+
+describe('stopping a keyed transfer', () => {
+  it('aborting a keyed send mid-stream stops it at once, and the receiver hears why inside TLS', async () => {
+    const { Readable } = await import('node:stream');
+    const web1 = generateKey('web1');
+    const failures: string[] = [];
+    const box = await serve({ folder: await tempFolder(), port: 0, host: HOST, keys: web1, onTransferFailed: ({ error }) => failures.push(error.message) });
+    try {
+      const chunk = Buffer.alloc(64 * 1024, 1);
+      const stream = new Readable({
+        read() {
+          setTimeout(() => this.push(chunk), 5);
+        },
+      });
+      const stop = new AbortController();
+      let started!: () => void;
+      const flowing = new Promise<void>((resolve) => (started = resolve));
+      const sending = send({ stream, name: 's.bin', to: { host: HOST, port: box.port }, key: web1, signal: stop.signal, onProgress: () => started() }).catch((error: unknown) => error);
+      await flowing;
+      stop.abort();
+      const outcome = await sending;
+      stream.destroy();
+      expect(outcome).toMatchObject({ code: 'FTX_ERR_INTERRUPTED' });
+      await expect.poll(() => failures.length, { timeout: 5000 }).toBe(1);
+      expect(failures[0]).toMatch(/interrupted|stopped/i);
+    } finally {
+      await box.close({ graceMs: 1000 });
+    }
+  });
+});
