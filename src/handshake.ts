@@ -84,8 +84,12 @@ export function sendGreeting(channel: Channel): Promise<void> {
  * Greeting follows inside TLS.
  */
 export function sendAuthGreeting(channel: Channel): Promise<void> {
+  return channel.write(authGreetingFrame());
+}
+
+function authGreetingFrame(): Buffer {
   const greeting: Greeting = { protocol: PROTOCOL_NAME, version: PROTOCOL_VERSION, versions: [...PROTOCOL_VERSIONS], tls: 'psk' };
-  return channel.write(jsonFrame(FrameType.Greeting, greeting));
+  return jsonFrame(FrameType.Greeting, greeting);
 }
 
 export async function readOpening(channel: Channel): Promise<Opening> {
@@ -185,10 +189,12 @@ export function errorFrame(error: FtxError): Buffer {
  * a greeting and a Refuse, so an ftx sender reports the refusal with its reason, then
  * the connection closes. Costs nothing to keep: no reads, closed within a second.
  */
-export function refuseConnection(socket: Socket, reason: RefusalReason, message: string): void {
+export function refuseConnection(socket: Socket, reason: RefusalReason, message: string, options: { keyed?: boolean } = {}): void {
   socket.on('error', () => {});
   socket.setTimeout(0);
-  const greeting = greetingFrame();
+  // A receiver with keys greets as it always does (tls, no software), so a sender without
+  // a key never takes it for a plain one and says a name before it reads the refusal.
+  const greeting = options.keyed ? authGreetingFrame() : greetingFrame();
   socket.end(Buffer.concat([greeting, jsonFrame(FrameType.Refuse, { reason, message: boundedText(message) })]));
   setTimeout(() => socket.destroy(), 1_000).unref();
 }
@@ -233,7 +239,8 @@ export async function readGreeting(channel: Channel): Promise<Greeting> {
  * that refusal if it is already here or arrives within `ms`; else returns.
  */
 export async function throwIfTurnedAway(channel: Channel, ms: number): Promise<void> {
-  if ((await channel.waitForBytes(ms)) !== 'data') return;
+  // ms 0: only what is here already (no read is left pending).
+  if (ms === 0 ? channel.bufferedBytes === 0 : (await channel.waitForBytes(ms)) !== 'data') return;
   if ((await channel.peekByte()) !== FrameType.Refuse) return;
   const frame = await channel.readFrame();
   if (!frame) return;

@@ -107,7 +107,9 @@ export interface ConnectionOptions {
    * started after a plain greeting). `targetFor` gives the target for an identity (serve
    * mode: its own folder); without it, `target` serves every identity.
    */
-  auth?: { keys: KeyRing; targetFor?: ((identity: string) => Promise<string>) | undefined } | undefined;
+  auth?: { keys: KeyRing; targetFor?: ((identity: string) => Promise<{ target: string; streamLimit?: SessionOptions['streamLimit'] }>) | undefined } | undefined;
+  /** What a stream of unknown size may bring (a quota's room), besides maxSize. */
+  streamLimit?: SessionOptions['streamLimit'];
   /** Called once a sender has proved its key: who it is. */
   onIdentity?: ((identity: string) => void) | undefined;
 }
@@ -194,8 +196,9 @@ export async function receiveConnection(stream: Duplex, options: ConnectionOptio
       const { socket, identity } = handed;
       options.onIdentity?.(identity);
       let target = options.target;
+      let streamLimit = options.streamLimit;
       try {
-        if (options.auth.targetFor) target = await options.auth.targetFor(identity);
+        if (options.auth.targetFor) ({ target, streamLimit } = await options.auth.targetFor(identity));
       } catch (error) {
         // Told inside TLS, and without the receiver's paths (the log has them).
         const inner = new Channel(socket, { idleTimeoutMs: options.idleTimeoutMs, peerRole: 'the sender' });
@@ -205,7 +208,7 @@ export async function receiveConnection(stream: Duplex, options: ConnectionOptio
         throw error;
       }
       // The conversation itself, inside TLS: the stream's own reads (direct reads are for plain TCP).
-      const inner = await receiveConnection(socket, { ...options, target, auth: undefined, source: undefined }, policy);
+      const inner = await receiveConnection(socket, { ...options, target, streamLimit, auth: undefined, source: undefined }, policy);
       if (inner.kind === 'file' || inner.kind === 'session') inner.result.identity = identity;
       return inner;
     }
@@ -310,7 +313,9 @@ async function receiveOverTls(
   if (!(stream instanceof Socket)) throw new InternalError("TLS needs the connection's socket");
   const buffered = channel.detach();
   options.log?.debug({ peer }, 'TLS handshake');
-  return { kind: 'secured', ...(await acceptPsk(stream, buffered, auth.keys, handshakeMs)) };
+  const secured = await acceptPsk(stream, buffered, auth.keys, handshakeMs);
+  channel.handedOver();
+  return { kind: 'secured', ...secured };
 }
 
 /**

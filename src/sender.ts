@@ -145,9 +145,12 @@ async function sendOverFtxOrTls(channel: Channel, stream: Duplex, plan: SendPlan
     throw error;
   }
   if (!(stream instanceof Socket)) throw new InternalError("TLS needs the connection's socket");
+  // A receiver turning the connection away (busy, too many failed checks) refuses right after its greeting.
+  await throwIfTurnedAway(channel, 0);
   const buffered = channel.detach();
   if (buffered.length > 0) stream.unshift(buffered);
   const secured = await connectPsk(stream, options.key, peer, options.idleTimeoutMs);
+  channel.handedOver();
   const inner = new Channel(secured, { idleTimeoutMs: options.idleTimeoutMs, peerRole: 'the receiver' });
   inner.farewell = errorFrame;
   // The plain channel is silent once detached: an abort hangs up here, saying why inside TLS.
@@ -155,6 +158,10 @@ async function sendOverFtxOrTls(channel: Channel, stream: Duplex, plan: SendPlan
   try {
     const sent = await sendOverFtx(inner, plan, options, peer, await readGreeting(inner));
     return { ...sent, identity: options.key.identity };
+  } catch (error) {
+    // As in plain text (sendOverConnection): our own read failing is told, here inside TLS.
+    if (error instanceof LocalIoError) inner.hangUp(error);
+    throw error;
   } finally {
     stopListening();
   }

@@ -48,6 +48,11 @@ describe('key lines', () => {
     expect(wireIdentity(oldKey)).toMatch(/^web1:[0-9a-f]{16}$/);
   });
 
+  it('refuses two identities that differ only in case (they would share a folder where names fold case), and the name "code"', () => {
+    expect(() => parseKeys(`${generateKey('web1')}\n${generateKey('Web1')}\n`, 'f')).toThrow(/line 2: "Web1" and "web1" differ only in case/);
+    expect(() => generateKey('code')).toThrow(/what codes are called/);
+  });
+
   it('a sender key file holds exactly one key', () => {
     expect(() => parseSenderKey(`${generateKey('a')}\n${generateKey('b')}`, 'mine.key')).toThrow(/holds 2 keys; a sender uses one/);
   });

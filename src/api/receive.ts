@@ -13,14 +13,15 @@
  */
 import { dirname } from 'node:path';
 import type { Server, Socket } from 'node:net';
-import { AuthError, InterruptedError, isFtxError, LocalIoError, TimeoutError, UsageError, type FtxError } from '../errors.js';
+import { InterruptedError, isFtxError, LocalIoError, TimeoutError, UsageError, type FtxError } from '../errors.js';
 import { AuthThrottle } from '../transport/auth-throttle.js';
+import { KeyCheckError } from '../transport/tls.js';
 import type { DigestName } from '../digest/registry.js';
 import type { Protocol } from '../protocol/messages.js';
 import { receiveConnection, type ReceivedFile } from '../receiver.js';
 import { refuseConnection } from '../handshake.js';
 import type { ConnectionPolicy } from '../session/policy.js';
-import { Admission } from '../transport/admission.js';
+import { Admission, hostKey } from '../transport/admission.js';
 import { addressesToAnnounce, formatHostPort, listen, remoteOf } from '../transport/tcp.js';
 import { silentLog } from '../util/log.js';
 import { DEFAULT_PORT } from '../defaults.js';
@@ -134,11 +135,12 @@ export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHand
 
     const onConnection = (accepted: Socket) => {
       const peer = remoteOf(accepted);
-      const address = accepted.remoteAddress ?? 'unknown';
+      // Counted by host, as admission does: an IPv6 host has a whole /64 to pick addresses from.
+      const address = hostKey(accepted.remoteAddress ?? 'unknown');
       const blockedMs = perConnection.auth ? throttle.blockedFor(address) : 0;
       if (blockedMs > 0) {
         const message = `too many failed key checks from your address; try again in ${Math.ceil(blockedMs / 1000)} s`;
-        refuseConnection(accepted, 'busy', message);
+        refuseConnection(accepted, 'busy', message, { keyed: true });
         onStray?.({ kind: 'turned-away', peer, message });
         return;
       }
@@ -148,7 +150,7 @@ export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHand
       );
       if (!ticket) {
         const message = `too many connections from your address (${perHostConnections(options)} at once); try again when some have finished`;
-        refuseConnection(accepted, 'busy', message);
+        refuseConnection(accepted, 'busy', message, { keyed: perConnection.auth !== undefined });
         onStray?.({ kind: 'turned-away', peer, message });
         return;
       }
@@ -208,7 +210,7 @@ export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHand
         (error: unknown) => {
           const failure = error as FtxError;
           // A failed key check (not a keyless sender saying so): one more guess from that address.
-          if (failure instanceof AuthError && !failure.fromPeer) throttle.failed(address);
+          if (failure instanceof KeyCheckError) throttle.failed(address);
           if (carriesTheFile || failure instanceof LocalIoError || signal.aborted) finish(() => reject(failure));
           else onStray?.({ kind: 'failed', peer, error: failure });
         },

@@ -21,7 +21,7 @@ import { join, relative, sep } from 'node:path';
 import { countTree } from '../fs/walk.js';
 import type { Server, Socket } from 'node:net';
 import { DEFAULT_GRACE_MS, DEFAULT_MAX_PENDING, DEFAULT_MAX_TRANSFERS, DEFAULT_PARTIAL_MAX_AGE_MS, DEFAULT_PER_HOST_TRANSFERS, DEFAULT_PORT } from '../defaults.js';
-import { AuthError, InterruptedError, LocalIoError, localIoError, TimeoutError, UsageError, type FtxError } from '../errors.js';
+import { InterruptedError, LocalIoError, localIoError, TimeoutError, UsageError, type FtxError } from '../errors.js';
 import { AuthThrottle } from '../transport/auth-throttle.js';
 import { foldsCase } from '../fs/case-folding.js';
 import { caseFoldKey } from '../fs/names.js';
@@ -31,7 +31,8 @@ import { receiveConnection, type ConnectionOptions, type ReceivedFile } from '..
 import type { EntryOutcome } from '../session/receive-session.js';
 import { sessionFailure } from '../session/verdict.js';
 import type { ConnectionPolicy, Refusal, TransferRequest } from '../session/policy.js';
-import { adjustCount, Admission, type Ticket } from '../transport/admission.js';
+import { adjustCount, Admission, hostKey, type Ticket } from '../transport/admission.js';
+import { KeyCheckError } from '../transport/tls.js';
 import { addressesToAnnounce, formatHostPort, listen, remoteOf } from '../transport/tcp.js';
 import { silentLog, type Log } from '../util/log.js';
 import { whenAborted, within } from '../util/timers.js';
@@ -203,10 +204,13 @@ export class ServeReceiver {
       }
       auth.targetFor = async (identity) => {
         const folder = await identityFolder(options.folder, identity);
-        // What the identity has stored, measured as each of its connections starts; the
-        // files it stores meanwhile are added as they are committed.
-        if (this.#quotas.has(identity)) this.#stored.set(identity, (await countTree([folder])).bytes);
-        return folder;
+        const quota = this.#quotas.get(identity);
+        if (quota === undefined) return { target: folder };
+        // What the identity has stored: measured once a run (at its first connection), then
+        // kept up to date as its files are committed.
+        if (!this.#stored.has(identity)) this.#stored.set(identity, (await countTree([folder])).bytes);
+        const room = Math.max(0, quota - (this.#stored.get(identity) ?? 0) - this.#inFlightOf(identity));
+        return { target: folder, streamLimit: { bytes: room, why: `what the quota of ${JSON.stringify(identity)} (${formatBytes(quota)}) leaves (${formatBytes(room)})` } };
       };
     }
     this.#log = options.log ?? silentLog;
@@ -260,11 +264,12 @@ export class ServeReceiver {
     }
     const peer = remoteOf(socket);
     const live: LiveConnection = { socket, abort: new AbortController(), handled: Promise.resolve(), opened: false, transferring: false };
-    const address = socket.remoteAddress ?? 'unknown';
+    // Counted by host, as admission does: an IPv6 host has a whole /64 to pick addresses from.
+    const address = hostKey(socket.remoteAddress ?? 'unknown');
     const blockedMs = this.#perConnection.auth ? this.#throttle.blockedFor(address) : 0;
     if (blockedMs > 0) {
       const message = `too many failed key checks from your address; try again in ${Math.ceil(blockedMs / 1000)} s`;
-      refuseConnection(socket, 'busy', message);
+      refuseConnection(socket, 'busy', message, { keyed: true });
       this.#notify(() => this.#options.onConnection?.({ kind: 'turned-away', peer, message }));
       return;
     }
@@ -274,7 +279,7 @@ export class ServeReceiver {
     if (!ticket) {
       const limit = perHostConnections(this.#options);
       const message = `too many connections from your address (${limit} at once); try again when some have finished`;
-      refuseConnection(socket, 'busy', message);
+      refuseConnection(socket, 'busy', message, { keyed: this.#perConnection.auth !== undefined });
       this.#notify(() => this.#options.onConnection?.({ kind: 'turned-away', peer, message }));
       return;
     }
@@ -331,7 +336,7 @@ export class ServeReceiver {
         (error: unknown) => {
           const failure = error as FtxError;
           // A failed key check (not a keyless sender saying so): one more guess from that address.
-          if (failure instanceof AuthError && !failure.fromPeer) this.#throttle.failed(address);
+          if (failure instanceof KeyCheckError) this.#throttle.failed(address);
           if (live.opened) this.#notify(() => this.#options.onTransferFailed?.({ id, peer, error: failure, accepted: live.transferring, identity: live.identity }));
           else this.#notify(() => this.#options.onConnection?.({ kind: 'dropped', id, peer, error: failure }));
         },
@@ -413,13 +418,19 @@ export class ServeReceiver {
     return first === undefined || first === '' || first === '..' ? undefined : first;
   }
 
+  /** Bytes `identity`'s transfers in flight will add (committed ones count once released). */
+  #inFlightOf(identity: string): number {
+    let bytes = 0;
+    for (const request of this.#inFlight.keys()) if (this.#identityOf(request.path) === identity) bytes += Math.max(request.size, request.bytesWritten());
+    return bytes;
+  }
+
   /** A refusal if storing `request` would take its identity past its quota. */
   #overQuota(request: TransferRequest): Refusal | undefined {
     const identity = this.#identityOf(request.path);
     const quota = identity === undefined ? undefined : this.#quotas.get(identity);
     if (identity === undefined || quota === undefined) return undefined;
-    let inFlight = 0;
-    for (const other of this.#inFlight.keys()) if (!other.committed && this.#identityOf(other.path) === identity) inFlight += other.size;
+    const inFlight = this.#inFlightOf(identity);
     const stored = this.#stored.get(identity) ?? 0;
     if (stored + inFlight + request.size <= quota) return undefined;
     return {

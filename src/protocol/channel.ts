@@ -75,6 +75,8 @@ export class Channel {
   #sendingData = false;
   /** Handed over to TLS (detach()): nothing more is written here. */
   #detached = false;
+  /** TLS is up (handedOver()): hanging up is the inner channel's to do. */
+  #handedOver = false;
 
   constructor(stream: Duplex, options: ChannelOptions = {}) {
     this.stream = stream;
@@ -307,8 +309,13 @@ export class Channel {
    * to read the farewell.
    */
   hangUp(error: FtxError): void {
-    // Once handed to TLS, a plain-text word here would land under the encrypted stream: the layer above says it.
-    if (this.#detached) return;
+    // Handed to TLS: a plain-text word here would land under the encrypted stream. During
+    // the handshake, cut without a word; once TLS is up, the channel inside it speaks.
+    if (this.#handedOver) return;
+    if (this.#detached) {
+      this.stream.destroy(error);
+      return;
+    }
     if (this.farewell && !this.#sendingData && this.stream.writable && !this.stream.destroyed) this.stream.write(this.farewell(error));
     this.destroy(error);
   }
@@ -324,6 +331,16 @@ export class Channel {
     this.setIdleTimeout(0);
     this.#ended = true;
     return Buffer.concat(this.#decoder.takeRemainder());
+  }
+
+  /** Bytes read from the peer and not yet used. */
+  get bufferedBytes(): number {
+    return this.#decoder.bufferedBytes;
+  }
+
+  /** TLS is up over this channel's stream: from now on the channel inside it hangs up. */
+  handedOver(): void {
+    this.#handedOver = true;
   }
 
   destroy(error?: Error): void {

@@ -99,6 +99,8 @@ export interface SessionOptions extends Omit<TargetOptions, 'target'> {
   onFile?: ((file: { name: string; path: string; size: number }) => void) | undefined;
   /** Every file byte of the session so far. */
   onProgress?: ((bytesReceived: number) => void) | undefined;
+  /** What a stream (of unknown size) may bring, besides maxSize, and why: a quota's room. */
+  streamLimit?: { bytes: number; why: string } | undefined;
   /** Each entry once its outcome is known (a file once stored, or failed). */
   onEntry?: ((entry: EntryOutcome) => void) | undefined;
 }
@@ -327,11 +329,13 @@ class SessionReceiver {
     if (size !== null && received + length > size) {
       throw new ProtocolError(`${this.#channel.peerRole} sent more than the ${size} bytes it announced for ${quoteName(current.entry.path)}`);
     }
-    const maxSize = this.#options.maxSize;
-    if (size === null && maxSize !== undefined && received + length > maxSize) {
+    // A stream's size is known only at its end: its limits hold as its bytes arrive.
+    const maxSize = Math.min(this.#options.maxSize ?? Number.POSITIVE_INFINITY, this.#options.streamLimit?.bytes ?? Number.POSITIVE_INFINITY);
+    if (size === null && received + length > maxSize) {
       // Into a folder or a file nothing is kept; what went to an output stream is out already.
       const kept = current.path === undefined ? `the first ${formatBytes(received)} of it are already written to the output` : 'nothing of it was kept';
-      throw new RefusedError('too-large', `${quoteName(current.entry.path)} grew past the ${formatBytes(maxSize)} this receiver takes; ${kept}`);
+      const reason = this.#options.streamLimit && maxSize === this.#options.streamLimit.bytes ? this.#options.streamLimit.why : `the ${formatBytes(maxSize)} this receiver takes`;
+      throw new RefusedError(this.#options.streamLimit && maxSize === this.#options.streamLimit.bytes ? 'no-space' : 'too-large', `${quoteName(current.entry.path)} grew past ${reason}; ${kept}`);
     }
     if (data.kind === 'small') {
       await this.#channel.readDataInto(length, bufferSink(data), this.#watch);

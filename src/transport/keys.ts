@@ -19,7 +19,7 @@
 import { createHash, hkdf, randomBytes, randomInt, scrypt } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { AuthError, LocalIoError, localIoError, UsageError } from '../errors.js';
-import { problemWithName } from '../fs/names.js';
+import { caseFoldKey, problemWithName } from '../fs/names.js';
 import { parseByteSize } from '../util/units.js';
 
 /** A sender's secret: its identity and the 32-byte key. */
@@ -53,6 +53,7 @@ export function problemWithIdentity(identity: string): string | undefined {
   if (identity.includes(':')) return 'the identity contains ":"';
   if (identity !== identity.normalize('NFC')) return 'the identity is not in Unicode NFC';
   if (identity.startsWith('.')) return 'the identity starts with a dot';
+  if (identity === CODE_IDENTITY) return `"${CODE_IDENTITY}" is what codes are called; give the sender another name`;
   // It names the sender's folder on a serving receiver: the rules of a file name hold.
   const nameProblem = problemWithName(identity);
   return nameProblem === undefined ? undefined : `the identity cannot be a folder name (${nameProblem})`;
@@ -77,6 +78,8 @@ export type KeyRing = Map<string, SenderKey>;
  */
 export function parseKeys(text: string, source: string): KeyRing {
   const keys: KeyRing = new Map();
+  /** Identities by case fold: "web1" and "Web1" would share a folder where names fold case. */
+  const folded = new Map<string, string>();
   const lines = text.split(/\r?\n/);
   for (const [index, raw] of lines.entries()) {
     const line = raw.trim();
@@ -100,6 +103,9 @@ export function parseKeys(text: string, source: string): KeyRing {
     if (!/^[A-Za-z0-9_-]+$/.test(encoded) || key.length !== KEY_BYTES) {
       throw new UsageError(`${where}: the key of ${JSON.stringify(identity)} is not ${KEY_BYTES} bytes of base64url (make one with ftx keygen)`);
     }
+    const twin = folded.get(caseFoldKey(identity));
+    if (twin !== undefined && twin !== identity) throw new UsageError(`${where}: ${JSON.stringify(identity)} and ${JSON.stringify(twin)} differ only in case, and would share a folder where names fold case; rename one`);
+    folded.set(caseFoldKey(identity), identity);
     const entry: SenderKey = quota === undefined ? { identity, key } : { identity, key, quota };
     const wire = wireIdentity(entry);
     if (keys.has(wire)) throw new UsageError(`${where}: this key of ${JSON.stringify(identity)} is listed twice`);

@@ -89,8 +89,9 @@ export function connectPsk(socket: Socket, key: SenderKey, peer: string, timeout
     const tlsSocket = tlsConnect({
       ...TLS_BASE,
       socket,
-      // No certificates: the key proves both ends (the receiver must know it to finish the handshake).
-      checkServerIdentity: () => undefined,
+      // Only the key proves the receiver. Node asks this only when the server showed a
+      // certificate instead of using the key: whatever CA signed it, that is not the receiver.
+      checkServerIdentity: () => new AuthError(`${peer} showed a TLS certificate instead of proving the key of ${JSON.stringify(key.identity)}: not the receiver it claims to be; nothing was sent`),
       pskCallback: () => ({ psk: key.key, identity: wireIdentity(key) }),
     });
     const timer = timeoutMs > 0 ? setTimeout(() => fail(new TimeoutError(`${peer} did not finish the TLS handshake within ${timeoutMs / 1000} s`)), timeoutMs) : undefined;
@@ -104,18 +105,26 @@ export function connectPsk(socket: Socket, key: SenderKey, peer: string, timeout
     tlsSocket.once('secureConnect', () => {
       clearTimeout(timer);
       tlsSocket.off('error', onError);
+      // A key handshake has no certificate; anything else is not the receiver (belt and braces).
+      if (tlsSocket.getPeerCertificate() && Object.keys(tlsSocket.getPeerCertificate()).length > 0) {
+        fail(new AuthError(`${peer} showed a TLS certificate instead of proving the key of ${JSON.stringify(key.identity)}; nothing was sent`));
+        return;
+      }
       resolve(tlsSocket);
     });
   });
 }
+
+/** A handshake that failed its key check: what the throttle on an address counts (a stray's garbage does not). */
+export class KeyCheckError extends AuthError {}
 
 /** A failed handshake as the receiver reports it. */
 function receiverSideError(error: Error & { code?: string }, identity: string | undefined): FtxError {
   const who = identity === undefined ? 'the sender' : `the sender (identity ${JSON.stringify(identity)})`;
   switch (error.code) {
     case 'ERR_SSL_BINDER_DOES_NOT_VERIFY':
-      if (identity === CODE_IDENTITY) return new AuthError('the sender gave a wrong code');
-      return new AuthError(`${who} did not prove a key this receiver lists: a wrong key, or an identity not in the key file`);
+      if (identity === CODE_IDENTITY) return new KeyCheckError('the sender gave a wrong code');
+      return new KeyCheckError(`${who} did not prove a key this receiver lists: a wrong key, or an identity not in the key file`);
     case 'ERR_SSL_NO_SUITABLE_SIGNATURE_ALGORITHM':
     case 'ERR_SSL_NO_SHARED_CIPHER':
       return new AuthError(`${who} offered no pre-shared key (a TLS client that is not ftx with a key?)`);
@@ -129,6 +138,11 @@ function receiverSideError(error: Error & { code?: string }, identity: string | 
 
 /** A failed handshake as the sender reports it. */
 function senderSideError(error: Error & { code?: string }, key: SenderKey, peer: string): FtxError {
+  if (error instanceof AuthError) return error;
+  // A certificate, trusted or not, is never what a receiver with the key shows.
+  if (error.code !== undefined && (/CERT|SELF_SIGNED|VERIFY/.test(error.code))) {
+    return new AuthError(`${peer} showed a TLS certificate instead of proving the key of ${JSON.stringify(key.identity)}: not the receiver it claims to be; nothing was sent`);
+  }
   switch (error.code) {
     case 'ERR_SSL_SSLV3_ALERT_ILLEGAL_PARAMETER':
     case 'ERR_SSL_TLSV1_ALERT_DECRYPT_ERROR':
