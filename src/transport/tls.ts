@@ -91,7 +91,7 @@ export function connectPsk(socket: Socket, key: SenderKey, peer: string, timeout
       socket,
       // Only the key proves the receiver. Node asks this only when the server showed a
       // certificate instead of using the key: whatever CA signed it, that is not the receiver.
-      checkServerIdentity: () => new AuthError(`${peer} showed a TLS certificate instead of proving the key of ${JSON.stringify(key.identity)}: not the receiver it claims to be; nothing was sent`),
+      checkServerIdentity: () => certificateShown(peer, key),
       pskCallback: () => ({ psk: key.key, identity: wireIdentity(key) }),
     });
     const timer = timeoutMs > 0 ? setTimeout(() => fail(new TimeoutError(`${peer} did not finish the TLS handshake within ${timeoutMs / 1000} s`)), timeoutMs) : undefined;
@@ -107,7 +107,7 @@ export function connectPsk(socket: Socket, key: SenderKey, peer: string, timeout
       tlsSocket.off('error', onError);
       // A key handshake has no certificate; anything else is not the receiver (belt and braces).
       if (tlsSocket.getPeerCertificate() && Object.keys(tlsSocket.getPeerCertificate()).length > 0) {
-        fail(new AuthError(`${peer} showed a TLS certificate instead of proving the key of ${JSON.stringify(key.identity)}; nothing was sent`));
+        fail(certificateShown(peer, key));
         return;
       }
       resolve(tlsSocket);
@@ -136,12 +136,17 @@ function receiverSideError(error: Error & { code?: string }, identity: string | 
   }
 }
 
+/** What a sender with a key says of a server that showed a certificate: not the receiver it claims to be. */
+function certificateShown(peer: string, key: SenderKey): AuthError {
+  return new AuthError(`${peer} showed a TLS certificate instead of proving the key of ${JSON.stringify(key.identity)}: not the receiver it claims to be; nothing was sent`);
+}
+
 /** A failed handshake as the sender reports it. */
 function senderSideError(error: Error & { code?: string }, key: SenderKey, peer: string): FtxError {
   if (error instanceof AuthError) return error;
   // A certificate, trusted or not, is never what a receiver with the key shows.
   if (error.code !== undefined && (/CERT|SELF_SIGNED|VERIFY/.test(error.code))) {
-    return new AuthError(`${peer} showed a TLS certificate instead of proving the key of ${JSON.stringify(key.identity)}: not the receiver it claims to be; nothing was sent`);
+    return certificateShown(peer, key);
   }
   switch (error.code) {
     case 'ERR_SSL_SSLV3_ALERT_ILLEGAL_PARAMETER':
