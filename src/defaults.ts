@@ -34,8 +34,12 @@ export const DEFAULT_PER_HOST_TRANSFERS = 8;
 /** Connections still in their handshake, all hosts together; beyond it the oldest of the busiest host is dropped. */
 export const DEFAULT_MAX_PENDING = 128;
 
-/** Temporary files untouched this long belong to transfers that died with their receiver: removed (ms). */
-export const DEFAULT_PARTIAL_MAX_AGE_MS = 24 * 60 * 60 * 1000;
+/**
+ * Partial files kept to resume (and temporary files of transfers that died with their
+ * receiver) untouched this long are removed, and never resumed (ms): a week, so a nightly
+ * backup cut on Friday still resumes on Monday.
+ */
+export const DEFAULT_PARTIAL_MAX_AGE_MS = 7 * 24 * 60 * 60 * 1000;
 
 /** Serve mode: how long close() lets transfers in flight finish before cutting them (ms). */
 export const DEFAULT_GRACE_MS = 30_000;

@@ -67,7 +67,11 @@ export type Remedy =
   /** The receiver may replace what is there. */
   | 'overwrite'
   /** A named pipe cannot be sent as a file, but what it carries can go as a stream. */
-  | 'send-as-stream';
+  | 'send-as-stream'
+  /** The peer takes only callers with a key: give one. */
+  | 'use-key'
+  /** A symbolic link was skipped: following links would send what it points to. */
+  | 'follow-symlinks';
 
 export interface FtxErrorOptions {
   cause?: unknown;

@@ -65,6 +65,11 @@ export const FrameType = {
   End: 0x5a, // 'Z'
   /** receiver -> sender: the session's outcome, once every entry is durable. */
   Summary: 0x58, // 'X'
+  // Resume (a session whose Open says `resume`): the prefix a receiver already holds.
+  /** sender -> receiver: the digest of the first `offset` bytes of the file, as the sender has them. */
+  Prefix: 0x56, // 'V'
+  /** receiver -> sender: where the entry's data starts: the offered offset if the prefixes matched, else 0. */
+  Resume: 0x55, // 'U'
 } as const;
 
 /** Largest Data frame: raw bytes, never buffered (a file larger than this is sent in several). */

@@ -20,7 +20,7 @@ export { ping, type PingOptions, type PingResult } from './api/ping.js';
 export type { Destination } from './api/options.js';
 export type { ReceivingOptions } from './api/receiving.js';
 export type { ReceivedFile } from './receiver.js';
-export type { EntryOutcome, SessionCounts } from './session/receive-session.js';
+export type { EntryOutcome, ResumeEvent, SessionCounts } from './session/receive-session.js';
 export type { SentEntry } from './session/send-session.js';
 export { countTree, type TreeTotals } from './fs/walk.js';
 export { generateKey, newCode, readKeyFile } from './transport/keys.js';

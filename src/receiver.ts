@@ -112,6 +112,14 @@ export interface ConnectionOptions {
   streamLimit?: SessionOptions['streamLimit'];
   /** Called once a sender has proved its key: who it is. */
   onIdentity?: ((identity: string) => void) | undefined;
+  /** The sender's identity once proved (set for the conversation inside TLS): partials are kept per identity. */
+  identity?: string | undefined;
+  /** Kept partials untouched this long are not resumed (default DEFAULT_PARTIAL_MAX_AGE_MS). */
+  partialMaxAgeMs?: number | undefined;
+  /** A session's file was offered its kept partial: resumed, or started over. */
+  onResume?: SessionOptions['onResume'];
+  /** A session's file was cut short and its bytes kept to resume. */
+  onPartialKept?: SessionOptions['onPartialKept'];
 }
 
 export interface ReceivedFile {
@@ -208,7 +216,7 @@ export async function receiveConnection(stream: Duplex, options: ConnectionOptio
         throw error;
       }
       // The conversation itself, inside TLS: the stream's own reads (direct reads are for plain TCP).
-      const inner = await receiveConnection(socket, { ...options, target, streamLimit, auth: undefined, source: undefined }, policy);
+      const inner = await receiveConnection(socket, { ...options, target, streamLimit, identity, auth: undefined, source: undefined }, policy);
       if (inner.kind === 'file' || inner.kind === 'session') inner.result.identity = identity;
       return inner;
     }

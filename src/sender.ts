@@ -14,7 +14,7 @@ import { Channel } from './protocol/channel.js';
 import { awaitClassicClose, classicAnnounce, readClassicGreeting } from './protocol/classic.js';
 import type { Greeting, Protocol, Receipt } from './protocol/messages.js';
 import { sendData } from './session/outgoing.js';
-import { sendSession, type SentEntry, type SentSession, type SessionSource } from './session/send-session.js';
+import { sendSession, type SendSessionOptions, type SentEntry, type SentSession, type SessionSource } from './session/send-session.js';
 import { sessionFailure } from './session/verdict.js';
 import type { SenderKey } from './transport/keys.js';
 import { peerOf } from './transport/tcp.js';
@@ -37,6 +37,10 @@ export interface SendingOptions {
   onProgress?: ((bytesSent: number) => void) | undefined;
   /** A session's entry is done (stored, refused, failed, or skipped here). */
   onEntry?: ((entry: SentEntry) => void) | undefined;
+  /** Let the receiver resume files it kept part of, and skip those it has (default true; sessions only). */
+  resume?: boolean | undefined;
+  /** A file the receiver offered to resume: resumed, or sent whole (why). */
+  onResume?: SendSessionOptions['onResume'];
   /**
    * Prove this key to the receiver (TLS 1.3 with a pre-shared key) and send only inside
    * TLS. A receiver that does not ask for a key is refused: never a silent downgrade.
@@ -111,7 +115,9 @@ export async function sendOverConnection(stream: Duplex, plan: SendPlan, options
       // Say which signal: "stopped by SIGHUP (the terminal closed...)" tells more than "interrupted".
       const reason = abortReason(options.signal);
       if (!(reason instanceof InterruptedError)) throw reason;
-      throw new InterruptedError(`${reason.message}; the receiver discards the partial file`, reason.signal);
+      // A receiver of ftx 0.3 keeps a large file's part for the next attempt; older ones, and any without resume, discard it.
+      const fate = speaksFtx && options.resume !== false ? 'sending again resumes where it stopped' : 'the receiver discards the partial file';
+      throw new InterruptedError(`${reason.message}; ${fate}`, reason.signal);
     }
     throw channel.explain(error);
   } finally {
@@ -195,6 +201,8 @@ async function sendOverSession(channel: Channel, source: SessionSource, algorith
     onStart: () => options.onStart?.({ size: source.bytes ?? 0, protocol: 'ftx' }),
     onProgress: options.onProgress,
     onEntry: options.onEntry,
+    resume: options.resume,
+    onResume: options.onResume,
   });
   channel.end();
   const failure = sessionFailure(sent, 'the receiver refused the file: ');

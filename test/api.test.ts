@@ -22,7 +22,7 @@ import {
   type ConnectionEvent,
   type TransferInfo,
 } from '../src/index.js';
-import { blake3Of, expectSameFile, listFolder, randomFile, tempFolder } from './helpers/files.js';
+import { blake3Of, expectSameFile, keptPartialNames, listFolder, randomFile, tempFolder } from './helpers/files.js';
 
 const HOST = '127.0.0.1';
 
@@ -65,7 +65,7 @@ describe('send() and receive()', () => {
     await expect(ping({ to: { host: HOST, port: receiver.port }, timeoutMs: 2_000 })).rejects.toBeInstanceOf(ConnectError);
   });
 
-  it('an AbortSignal stops a transfer in flight: both ends reject and no partial file is left', async () => {
+  it('an AbortSignal stops a transfer in flight: both ends reject, and only the hidden partial is kept to resume', async () => {
     const inbox = await tempFolder();
     const source = await randomFile(await tempFolder(), 'big.bin', 64 * 1024 * 1024);
     const controller = new AbortController();
@@ -82,7 +82,7 @@ describe('send() and receive()', () => {
     sending.catch(() => {}); // awaited below, after the receiver's side
     await expect(receiver.done).rejects.toMatchObject({ code: 'FTX_ERR_INTERRUPTED', message: 'stopped by the test' });
     await expect(sending).rejects.toBeInstanceOf(FtxError);
-    expect(await listFolder(inbox)).toEqual([]);
+    expect(await listFolder(inbox)).toEqual(keptPartialNames(join(inbox, 'big.bin')));
   });
 
   it('send() with an aborted signal rejects with its reason and opens nothing', async () => {
@@ -123,10 +123,12 @@ describe('serve()', () => {
     const outbox = await tempFolder();
     const sources = await Promise.all([1, 2, 3].map((n) => randomFile(outbox, `f${n}.bin`, n * 100_000)));
     await Promise.all(sources.map((source) => send({ path: source, to: { host: HOST, port: box.port } })));
-    await expect(send({ path: sources[0] as string, to: { host: HOST, port: box.port } })).rejects.toMatchObject({ reason: 'exists' });
+    // Sent again as it is: the receiver has it (same size and time), so it is not sent; without resume, it is refused.
+    await expect(send({ path: sources[0] as string, to: { host: HOST, port: box.port } })).resolves.toMatchObject({ session: { unchanged: 1, bytesSkipped: 100_000 } });
+    await expect(send({ path: sources[0] as string, to: { host: HOST, port: box.port }, resume: false })).rejects.toMatchObject({ reason: 'exists' });
     await ping({ to: { host: HOST, port: box.port } });
-    await expect.poll(() => events.length).toBe(4);
-    expect(events.filter((event) => event.startsWith('done')).map((event) => event.split(' ')[2]).sort()).toEqual(['f1.bin', 'f2.bin', 'f3.bin']);
+    await expect.poll(() => events.length).toBe(5);
+    expect(events.filter((event) => event.startsWith('done')).map((event) => event.split(' ')[2]).sort()).toEqual(['f1.bin', 'f1.bin', 'f2.bin', 'f3.bin']);
     expect(events).toContain('failed FTX_ERR_REFUSED accepted=false');
     expect(started.map((transfer) => transfer.size).sort()).toEqual([100_000, 200_000, 300_000]);
     await expect.poll(() => connections.map((event) => event.kind)).toEqual(['ping']);

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FrameType } from '../src/framing.js';
 import { runCli, startRecvCli, summaryOf } from './helpers/cli.js';
-import { blake3Of, expectSameFile, listFolder, randomFile, sha256Of, tempFolder } from './helpers/files.js';
+import { blake3Of, expectSameFile, keptPartialNames, listFolder, randomFile, sha256Of, tempFolder } from './helpers/files.js';
 import { headerFrame, rawPeer } from './helpers/raw-peer.js';
 
 const FIXTURE_JPEG = new URL('./fixtures/06.jpg', import.meta.url).pathname;
@@ -132,14 +132,14 @@ describe('ftx send -> ftx recv', () => {
     expect(send.stderr()).toBe(''); // --quiet and success: nothing to say
   });
 
-  it('reports partial files left by an earlier receiver that was killed, and leaves them alone', async () => {
+  it('reports partial files left by an earlier receiver that was killed (kept to resume), and leaves them alone', async () => {
     const folder = await tempFolder();
     const leftover = join(folder, '.out.bin.0badf00d.ftx-part');
     await writeFile(leftover, 'half a file');
     const recv = await startRecvCli([join(folder, 'out.bin')]);
     const warning = await recv.waitForLog((record) => record.event === 'leftover');
-    expect(warning).toMatchObject({ level: 40, path: leftover, bytes: 11 });
-    expect(String(warning.msg)).toMatch(/partial file from a transfer that was cut short/);
+    expect(warning).toMatchObject({ level: 30, path: leftover, bytes: 11 });
+    expect(String(warning.msg)).toMatch(/is kept from a transfer that was cut short: sending that file again resumes it; it is removed once untouched for 7 d$/);
     recv.child.kill('SIGINT');
     expect(await recv.exit).toBe(130);
     expect(await readFile(leftover, 'utf8')).toBe('half a file');
@@ -262,7 +262,7 @@ describe('errors users hit: one line, documented exit code, nothing left behind'
     await peer.closed;
   });
 
-  it('Ctrl-C on the sender mid-file: 130; the receiver reports the lost connection (9) and keeps no file', async () => {
+  it('Ctrl-C on the sender mid-file: 130; the receiver reports the lost connection (9) and keeps no file, only the partial to resume', async () => {
     const folder = await tempFolder();
     const source = await randomFile(folder, 'big.bin', 64 * 1024 * 1024);
     const inbox = await tempFolder();
@@ -274,7 +274,7 @@ describe('errors users hit: one line, documented exit code, nothing left behind'
     send.child.kill('SIGINT');
     expect(await send.exit).toBe(130);
     expect(await recv.exit).toBe(9);
-    expect(await listFolder(inbox)).toEqual([]);
+    expect(await listFolder(inbox)).toEqual(keptPartialNames(join(inbox, 'out.bin')));
     slow.server.close();
   });
 
@@ -295,7 +295,7 @@ describe('errors users hit: one line, documented exit code, nothing left behind'
     await peer.closed;
   });
 
-  it('SIGHUP on the sender mid-file: 129 with a message; the receiver reports the lost connection (9) and keeps no file', async () => {
+  it('SIGHUP on the sender mid-file: 129 with a message; the receiver reports the lost connection (9) and keeps no file, only the partial to resume', async () => {
     const folder = await tempFolder();
     const source = await randomFile(folder, 'big.bin', 64 * 1024 * 1024);
     const inbox = await tempFolder();
@@ -307,9 +307,9 @@ describe('errors users hit: one line, documented exit code, nothing left behind'
     expect(await send.exit).toBe(129);
     expect(send.child.signalCode).toBeNull();
     expect(summaryOf(send)).toMatchObject({ ok: false, exitCode: 129, error: { code: 'FTX_ERR_INTERRUPTED' } });
-    expect(errorLine(send.stderr())).toMatch(/^stopped by SIGHUP \(the terminal closed or the SSH session dropped\); the receiver discards the partial file$/);
+    expect(errorLine(send.stderr())).toMatch(/^stopped by SIGHUP \(the terminal closed or the SSH session dropped\); sending again resumes where it stopped$/);
     expect(await recv.exit).toBe(9);
-    expect(await listFolder(inbox)).toEqual([]);
+    expect(await listFolder(inbox)).toEqual(keptPartialNames(join(inbox, 'out.bin')));
     slow.server.close();
   });
 

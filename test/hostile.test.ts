@@ -398,7 +398,7 @@ describe('one address, many names: what a folder holds is what its owner expects
     const sender = send(source, recv.port, ['--name', nfd]);
     expect(await sender.exit, sender.stderr()).toBe(0);
     expect(await listFolder(inbox)).toEqual(['caf\u00e9.jpg']);
-    const again = send(source, recv.port, ['--name', 'caf\u00e9.jpg']);
+    const again = send(source, recv.port, ['--name', 'caf\u00e9.jpg', '--no-resume']);
     expect(await again.exit).toBe(5);
   });
 

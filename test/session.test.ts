@@ -467,7 +467,7 @@ describe('partial failure: some entries fail, the rest is stored', () => {
 });
 
 describe('a session cut midway', () => {
-  it('CLI: the sender killed (-9) partway through a big folder: every file confirmed stays whole, nothing half-written, no temp file, the one-shot receiver exits non-zero', async () => {
+  it('CLI: the sender killed (-9) partway through a big folder: every file confirmed stays whole, nothing half-written under a final name, only the file in flight kept to resume, the one-shot receiver exits non-zero', async () => {
     const base = await tempFolder();
     const root = join(base, 'big');
     mkdirSync(root);
@@ -494,13 +494,18 @@ describe('a session cut midway', () => {
       .map((record) => String(record.storedAs))
       .filter((path) => path.startsWith('big/'));
     expect(confirmed.length).toBeGreaterThan(0);
-    const present = [...(await treeOf(join(where.inbox, 'big')))].filter(([, node]) => node.type === 'file').map(([path]) => `big/${path}`);
+    const present = [...(await treeOf(join(where.inbox, 'big')))]
+      .filter(([path, node]) => node.type === 'file' && !path.endsWith('.ftx-part') && !path.endsWith('.ftx-resume'))
+      .map(([path]) => `big/${path}`);
     for (const path of confirmed) expect(present, 'every file the receiver confirmed is there').toContain(path);
     expect(present.length).toBeLessThan(names.length);
     for (const path of present) {
       expect((await readFile(join(where.inbox, path))).equals(await readFile(join(base, path))), `bytes of ${path}`).toBe(true);
     }
-    await expectNoTemporaryFiles(where.parent);
+    // The file in flight is kept to resume (its partial and record); the files decided ahead of it, which had no data yet, leave nothing.
+    const kept = await temporaryFilesUnder(where.parent);
+    expect(kept.length, kept.join(', ')).toBeLessThanOrEqual(2);
+    for (const path of kept) expect(path).toMatch(/^inbox\/big\/\.f\d\d\.bin\.[0-9a-f]{12}\.ftx-(part|resume)$/);
     expect(await listFolder(where.parent)).toEqual(['inbox']);
   });
 

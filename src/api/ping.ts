@@ -81,7 +81,7 @@ export async function ping(options: PingOptions): Promise<PingResult> {
       if (greeting.tls === undefined) throw new AuthError(`${peer} takes senders without a key; this ping has one, and does not go in plain text`);
       if (key === undefined) {
         await channel.write(errorFrame(new AuthError('the pinger has no key'))).catch(() => {});
-        throw new AuthError(`${peer} is an ftx receiver that takes only senders with a key; ping it with its key (--key-file) to hear more`);
+        throw new AuthError(`${peer} is an ftx receiver that takes only senders with a key; ping it with a key it lists to hear more`, { remedy: 'use-key' });
       }
       const buffered = channel.detach();
       if (buffered.length > 0) socket.unshift(buffered);

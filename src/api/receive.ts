@@ -31,7 +31,7 @@ import { sessionFailure } from '../session/verdict.js';
 import { guarded } from './callbacks.js';
 import { keyFromCode, wireIdentity } from '../transport/keys.js';
 import { whenAborted } from '../util/timers.js';
-import { checkTarget, connectionOptions, perHostConnections, sweepLeftovers, takeConnection, type ReceivingOptions } from './receiving.js';
+import { checkTarget, connectionOptions, partialCallbacks, perHostConnections, sweepLeftovers, takeConnection, type ReceivingOptions } from './receiving.js';
 
 export interface ReceiveOptions extends ReceivingOptions {
   /**
@@ -194,6 +194,7 @@ export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHand
             onSession?.(session);
           },
           onEntry: onEntry && ((entry) => onEntry({ ...entry, peer })),
+          ...partialCallbacks(options, peer),
         },
         policy,
       ).then(

@@ -12,6 +12,7 @@ import { CONFLICT_POLICIES, removeStaleLeftovers, type ConflictPolicy, type Left
 import type { Socket } from 'node:net';
 import type { ByteSource } from '../protocol/channel.js';
 import type { ConnectionOptions } from '../receiver.js';
+import type { ResumeEvent } from '../session/receive-session.js';
 import { parseKeys } from '../transport/keys.js';
 import { adoptForDirectReads } from '../transport/direct-reads.js';
 import { silentLog, type Log } from '../util/log.js';
@@ -46,14 +47,33 @@ export interface ReceivingOptions {
   allowDotFiles?: boolean | undefined;
   /** Connections at once from one host, handshaking or transferring; an IPv6 /64 is one host (default 16). */
   perHostConnections?: number | undefined;
-  /** Temporary files of cut transfers untouched this long are removed when receiving starts, in ms (default 24 h; 0: kept). */
+  /**
+   * Partial files kept to resume cut transfers, and other temporary files, untouched this
+   * long are removed (when receiving starts; hourly in serve mode) and never resumed, in
+   * ms (default 7 days; 0: kept, and resumed whatever their age).
+   */
   partialMaxAgeMs?: number | undefined;
+  /** A file was offered the part of it kept from an earlier attempt: resumed from `offset`, or received whole (`why`). */
+  onResume?: ((event: ResumeEvent & { peer: string }) => void) | undefined;
+  /** A file was cut short; `bytes` of it are kept for the sender's next attempt to resume. */
+  onPartialKept?: ((partial: { path: string; bytes: number; size: number; peer: string }) => void) | undefined;
   /** Aborting stops the receiver, as close() does. */
   signal?: AbortSignal | undefined;
   /** Where diagnostic lines go (debug details, warnings); none by default. */
   log?: Log | undefined;
   /** Temporary files found when receiving starts: those removed (older than `partialMaxAgeMs`) and those kept. */
   onLeftovers?: ((leftovers: { removed: Leftover[]; kept: Leftover[] }) => void) | undefined;
+}
+
+/** The callbacks about kept partials, for one connection from `peer` (guarded: a throwing callback is logged, not fatal). */
+export function partialCallbacks(options: ReceivingOptions, peer: string, notify: (call: () => void) => void = (call) => call()): Pick<ConnectionOptions, 'onResume' | 'onPartialKept'> {
+  const log = options.log ?? silentLog;
+  const onResume = guarded(log, 'onResume', options.onResume);
+  const onPartialKept = guarded(log, 'onPartialKept', options.onPartialKept);
+  return {
+    onResume: onResume && ((event) => notify(() => onResume({ ...event, peer }))),
+    onPartialKept: onPartialKept && ((partial) => notify(() => onPartialKept({ ...partial, peer }))),
+  };
 }
 
 /** The per-connection options a receiver's settings make, checked. */
@@ -73,6 +93,7 @@ export function connectionOptions(target: string, options: ReceivingOptions): Om
     minBytesPerSecond: validateBytes('minBytesPerSecond', options.minBytesPerSecond ?? DEFAULT_MIN_BYTES_PER_SECOND),
     allowDotFiles: options.allowDotFiles ?? false,
     maxSize: options.maxSize,
+    partialMaxAgeMs: options.partialMaxAgeMs ?? DEFAULT_PARTIAL_MAX_AGE_MS,
     log: options.log,
     ...(options.keys !== undefined ? { auth: { keys: parseKeys(options.keys, 'the keys') } } : {}),
   };
@@ -127,9 +148,12 @@ export async function requireWritable(folder: string): Promise<void> {
   });
 }
 
-/** Removes stale temporary files in `folder` and reports what it found. */
-export async function sweepLeftovers(folder: string, options: ReceivingOptions): Promise<void> {
+/**
+ * Removes stale temporary files in `folder` (and, with `recursive`, the folders under it:
+ * a serving receiver's folder is its own) and reports what it found.
+ */
+export async function sweepLeftovers(folder: string, options: ReceivingOptions, recursive = false): Promise<void> {
   const maxAgeMs = options.partialMaxAgeMs ?? DEFAULT_PARTIAL_MAX_AGE_MS;
-  const found = await removeStaleLeftovers(folder, maxAgeMs > 0 ? maxAgeMs : Number.POSITIVE_INFINITY);
+  const found = await removeStaleLeftovers(folder, maxAgeMs > 0 ? maxAgeMs : Number.POSITIVE_INFINITY, { recursive });
   if (found.removed.length > 0 || found.kept.length > 0) guarded(options.log ?? silentLog, 'onLeftovers', options.onLeftovers)?.(found);
 }

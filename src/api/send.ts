@@ -14,6 +14,7 @@ import { openSource } from '../fs/source.js';
 import type { Protocol } from '../protocol/messages.js';
 import { sendOverConnection, type SendPlan, type SentFile } from '../sender.js';
 import type { OutgoingItem, SentEntry } from '../session/send-session.js';
+import type { ResumeEvent } from '../session/receive-session.js';
 import { SKIP_REASONS, walk, type TreeTotals, type WalkEntry, type WalkSkip } from '../fs/walk.js';
 import { problemWithName } from '../fs/names.js';
 import { connect, formatHostPort } from '../transport/tcp.js';
@@ -69,6 +70,15 @@ export interface SendOptions {
    * countTree() returns for the same paths and followSymlinks can be passed as it is.
    */
   totals?: Pick<TreeTotals, 'files' | 'folders' | 'bytes'> | undefined;
+  /**
+   * Resume (default true): a receiver that kept part of a file from an earlier, cut
+   * attempt continues it once both ends have shown they hold the same first bytes, and a
+   * file it already has (same size and modification time) is skipped. False sends
+   * everything whole. Needs a receiver of ftx 0.3 or newer; older ones get it whole.
+   */
+  resume?: boolean | undefined;
+  /** A file the receiver offered to resume: resumed from `offset` (that many bytes not sent), or sent whole (`why`). */
+  onResume?: ((event: ResumeEvent) => void) | undefined;
 }
 
 export interface SendResult extends SentFile {
@@ -115,6 +125,8 @@ export async function send(options: SendOptions): Promise<SendResult> {
         onStart: ({ protocol }) => onStart?.({ size: total, protocol, peer }),
         onProgress: onProgress && ((bytes) => onProgress({ bytes, total })),
         onEntry,
+        resume: options.resume,
+        onResume: guarded(log, 'onResume', options.onResume),
       });
       return { ...sent, peer, path: options.stream ? '-' : paths.join(', ') };
     } finally {
@@ -177,7 +189,10 @@ const HARMLESS_SKIPS = new Set<string>([SKIP_REASONS.symlink, SKIP_REASONS.broke
 async function* walkItems(first: IteratorResult<WalkEntry | WalkSkip>, rest: AsyncGenerator<WalkEntry | WalkSkip>): AsyncGenerator<OutgoingItem> {
   for (let next = first; !next.done; next = await rest.next()) {
     const found = next.value;
-    if (found.kind === 'skipped') yield { kind: 'skipped', path: found.path, reason: found.reason, failed: !HARMLESS_SKIPS.has(found.reason) };
+    if (found.kind === 'skipped') {
+      const remedy = found.reason === SKIP_REASONS.symlink ? ('follow-symlinks' as const) : undefined;
+      yield { kind: 'skipped', path: found.path, reason: found.reason, failed: !HARMLESS_SKIPS.has(found.reason), remedy };
+    }
     else if (found.kind === 'dir') yield { kind: 'dir', path: found.path, absolute: found.absolute, mode: found.mode, mtimeMs: found.mtimeMs };
     else yield { kind: 'file', path: found.path, absolute: found.absolute, size: found.size, mode: found.mode, mtimeMs: found.mtimeMs };
   }

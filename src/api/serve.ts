@@ -38,7 +38,7 @@ import { silentLog, type Log } from '../util/log.js';
 import { whenAborted, within } from '../util/timers.js';
 import { formatBytes, plural } from '../util/units.js';
 import { validateCount, validateTimeout } from './options.js';
-import { connectionOptions, perHostConnections, requireWritable, sweepLeftovers, takeConnection, type ReceivingOptions } from './receiving.js';
+import { connectionOptions, partialCallbacks, perHostConnections, requireWritable, sweepLeftovers, takeConnection, type ReceivingOptions } from './receiving.js';
 
 /** How often serve mode looks for stale temporary files once running. */
 const STALE_SWEEP_EVERY_MS = 60 * 60 * 1000;
@@ -130,7 +130,7 @@ export async function serve(options: ServeOptions): Promise<ServeHandle> {
   if (options.perHostTransfers !== undefined) validateCount('perHostTransfers', options.perHostTransfers);
   if (options.maxPending !== undefined) validateCount('maxPending', options.maxPending);
   const folds = await foldsCase(options.folder);
-  await sweepLeftovers(options.folder, options).catch(() => {});
+  await sweepLeftovers(options.folder, options, true).catch(() => {});
   const server = await listen(options.port ?? DEFAULT_PORT, options.host);
   const receiver = new ServeReceiver(server, options, folds);
   const stopListening = whenAborted(options.signal, () => void receiver.shutdown(0));
@@ -227,7 +227,7 @@ export class ServeReceiver {
     });
     const maxAgeMs = options.partialMaxAgeMs ?? DEFAULT_PARTIAL_MAX_AGE_MS;
     if (maxAgeMs > 0) {
-      this.#sweeper = setInterval(() => void sweepLeftovers(options.folder, options).catch(() => {}), STALE_SWEEP_EVERY_MS);
+      this.#sweeper = setInterval(() => void sweepLeftovers(options.folder, options, true).catch(() => {}), STALE_SWEEP_EVERY_MS);
       this.#sweeper.unref();
     }
   }
@@ -317,6 +317,7 @@ export class ServeReceiver {
         );
       },
       onEntry: this.#options.onEntry && ((entry) => this.#notify(() => this.#options.onEntry?.({ ...entry, peer, id }))),
+      ...partialCallbacks(this.#options, peer, (call) => this.#notify(call)),
     };
     live.handled = receiveConnection(live.socket, options, this.#policy(ticket))
       .then(

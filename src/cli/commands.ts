@@ -24,9 +24,10 @@ import {
   type Leftover,
   type ReceivingOptions,
   type RefusedError,
+  type ResumeEvent,
 } from '../index.js';
-import { bytesPerSecond, formatBytes, formatRate, plural } from '../util/units.js';
-import { describeFailure } from './hints.js';
+import { bytesPerSecond, formatBytes, formatProgress, formatRate, plural } from '../util/units.js';
+import { describeFailure, remedyHint } from './hints.js';
 import { escapeForTerminal, type LogFormat, type LogLevel, type Output, type Progress, type TransferBoard } from './output.js';
 
 export interface CommonArgs {
@@ -72,6 +73,8 @@ export interface SendArgs extends CommonArgs {
   'key-file': string | undefined;
   /** The code a one-shot receiver printed. */
   code: string | undefined;
+  /** --no-resume: send every file whole. */
+  resume: boolean;
 }
 
 export interface KeygenArgs extends CommonArgs {
@@ -147,16 +150,23 @@ export async function runRecv(args: RecvArgs, output: Output, signal: AbortSigna
     const result = await receiver.done;
     progress?.stop();
     const session = result.session;
-    const several = session !== undefined && (session.files !== 1 || session.folders > 0);
-    const what = several ? `${plural(session.files, 'file')} and ${plural(session.folders, 'folder')} under ${result.path}` : toStdout ? 'the data to stdout' : result.path;
+    const unchangedOne = session !== undefined && session.entries === 1 && session.unchanged === 1;
+    const several = session !== undefined && !unchangedOne && (session.files !== 1 || session.folders > 0);
+    const what = several
+      ? `${plural(session.files, 'file')} and ${plural(session.folders, 'folder')} under ${result.path}${session.unchanged > 0 ? ` (${plural(session.unchanged, 'file')} already here, not sent)` : ''}`
+      : toStdout
+        ? 'the data to stdout'
+        : result.path;
     const digest = several ? `each verified with ${result.hash}` : `${result.hash} ${result.digest}`;
-    output.log.info({ event: 'received', ...result }, `saved ${what} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${formatRate(result.bytes, result.seconds)}), ${digest}`);
+    const resumed = session && session.bytesSkipped > 0 && !unchangedOne ? `, ${formatBytes(session.bytesSkipped)} resumed or already here` : '';
+    if (unchangedOne) output.log.info({ event: 'received', ...result }, `${result.path} is already here (same size and modification time as the sender's): nothing was sent`);
+    else output.log.info({ event: 'received', ...result }, `saved ${what} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s${resumed}, ${formatRate(result.bytes, result.seconds)}), ${digest}`);
     return {
       protocol: result.protocol,
       path: result.path,
       bytes: result.bytes,
       ...(several ? { hash: result.hash } : digestFields(result)),
-      ...(session ? { files: session.files, folders: session.folders, failed: session.failed } : {}),
+      ...(session ? { files: session.files, folders: session.folders, unchanged: session.unchanged, failed: session.failed, bytesSkipped: session.bytesSkipped } : {}),
       ...(result.identity !== undefined ? { identity: result.identity } : {}),
       seconds: round(result.seconds),
       bytesPerSecond: bytesPerSecond(result.bytes, result.seconds),
@@ -184,7 +194,24 @@ function receivingOptions(args: RecvArgs, output: Output): ReceivingOptions {
     ...(args['max-size'] === undefined ? {} : { maxSize: args['max-size'] }),
     log: output.log,
     onLeftovers: ({ removed, kept }) => reportLeftovers(output, removed, kept, args['partial-max-age']),
+    onResume: (event) => reportResume(output, event, 'recv'),
+    onPartialKept: ({ path, bytes, size, peer }) =>
+      output.log.info(
+        { event: 'partial-kept', peer, path, bytes, size },
+        `kept ${formatProgress(bytes, size)} of ${path} from ${peer}: the same send, run again, resumes from there`,
+      ),
   };
+}
+
+/** A file offered the part the receiver kept: resumed, or sent whole (a warning: why). */
+function reportResume(output: Output, event: ResumeEvent & { peer?: string }, side: 'send' | 'recv'): void {
+  const { path, size, offset, why } = event;
+  if (event.resumed) {
+    const whose = side === 'send' ? 'the receiver has' : 'kept from an earlier attempt';
+    output.log.info({ event: 'resumed', path, size, offset }, `resuming ${path} at ${formatProgress(offset, size)} (${whose}; both ends checked it is the same)`);
+  } else {
+    output.log.warn({ event: 'resume-refused', path, size, reason: why }, `${side === 'send' ? 'sending' : 'receiving'} ${path} whole: ${why ?? 'not resumed'}`);
+  }
 }
 
 /**
@@ -343,6 +370,8 @@ export async function runSend(args: SendArgs, output: Output, signal: AbortSigna
       verifiedOnly: args['verified-only'],
       ...(args.code !== undefined ? { code: args.code } : {}),
       ...(senderKey !== undefined ? { key: senderKey } : {}),
+      resume: args.resume,
+      onResume: (event) => reportResume(output, event, 'send'),
       signal,
       log: output.log,
       onStart: ({ size, protocol, peer }) => {
@@ -355,9 +384,12 @@ export async function runSend(args: SendArgs, output: Output, signal: AbortSigna
       onEntry: (entry) => {
         if (entry.type === 'file') progress?.fileDone();
         if (entry.outcome === 'stored') output.log.debug({ event: 'entry-stored', path: entry.path, storedAs: entry.storedAs, bytes: entry.bytes }, `stored ${entry.path}`);
-        else if (entry.outcome === 'skipped') {
+        else if (entry.unchanged) {
+          output.log.info({ event: 'entry-unchanged', path: entry.path }, `not sent: ${entry.path}: the receiver has it already (same size and modification time)`);
+        } else if (entry.outcome === 'skipped') {
           entries.skipped += 1;
-          output.log.warn({ event: 'entry-skipped', path: entry.path, reason: entry.message }, `skipped ${entry.path}: ${entry.message ?? ''}`);
+          const hint = remedyHint(entry.remedy);
+          output.log.warn({ event: 'entry-skipped', path: entry.path, reason: entry.message }, `skipped ${entry.path}: ${entry.message ?? ''}${hint ? ` (${hint})` : ''}`);
         } else output.log.warn({ event: `entry-${entry.outcome}`, path: entry.path, code: entry.error?.code, reason: (entry.error as RefusedError | undefined)?.reason }, `${entry.outcome === 'refused' ? 'not stored' : 'failed'}: ${entry.path}: ${entry.message ?? ''}`);
       },
     });
@@ -371,13 +403,19 @@ export async function runSend(args: SendArgs, output: Output, signal: AbortSigna
       : `not verified: the classic receiver confirms nothing (${result.hash} of what was sent: ${result.digest})`;
     // A receiver writing to its stdout stores no name: say the one sent.
     const storedAs = result.name === '-' || result.name === '' ? (args.name ?? result.name) : result.name;
-    const what = result.session && !oneEntry
-      ? `${plural(result.session.files, 'file')} and ${plural(result.session.folders, 'folder')}${result.session.skipped > 0 ? ` (${result.session.skipped} skipped)` : ''}`
-      : `${fromStdin ? 'standard input' : result.path} as ${storedAs}`;
-    output.log.info(
-      { event: 'sent', ...result },
-      `sent ${what} to ${result.peer} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s, ${formatRate(result.bytes, result.seconds)}); ${confirmation}`,
-    );
+    const session = result.session;
+    if (session && oneEntry && session.unchanged === 1) {
+      output.log.info({ event: 'sent', ...result }, `not sent: ${result.path}: the receiver has it already as ${storedAs} (same size and modification time)`);
+    } else {
+      const what = session && !oneEntry
+        ? `${plural(session.files, 'file')} and ${plural(session.folders, 'folder')}${session.unchanged > 0 ? ` (${plural(session.unchanged, 'file')} the receiver had already)` : ''}${session.skipped > 0 ? ` (${session.skipped} skipped)` : ''}`
+        : `${fromStdin ? 'standard input' : result.path} as ${storedAs}`;
+      const resumed = session && session.bytesSkipped > 0 ? `, ${formatBytes(session.bytesSkipped)} of it not sent again` : '';
+      output.log.info(
+        { event: 'sent', ...result },
+        `sent ${what} to ${result.peer} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s${resumed}, ${formatRate(result.bytes - (session?.bytesSkipped ?? 0), result.seconds)}); ${confirmation}`,
+      );
+    }
     const several = result.session !== undefined && (result.session.files !== 1 || result.session.folders > 0);
     return {
       protocol: result.protocol,
@@ -389,7 +427,9 @@ export async function runSend(args: SendArgs, output: Output, signal: AbortSigna
       peer: result.peer,
       verified: result.verified,
       ...(result.identity !== undefined ? { identity: result.identity } : {}),
-      ...(result.session ? { files: result.session.files, folders: result.session.folders, skipped: result.session.skipped, failed: result.session.failed } : {}),
+      ...(session
+        ? { files: session.files, folders: session.folders, skipped: session.skipped, unchanged: session.unchanged, failed: session.failed, bytesSkipped: session.bytesSkipped }
+        : {}),
     };
   } finally {
     progress?.stop();
@@ -466,16 +506,17 @@ function reportLeftovers(output: Output, removed: Leftover[], kept: Leftover[], 
     );
   }
   for (const leftover of kept) {
-    output.log.warn(
+    output.log.info(
       { event: 'leftover', path: leftover.path, bytes: leftover.bytes, modified: leftover.modified.toISOString() },
-      `${leftover.path} (${formatBytes(leftover.bytes)}, ${leftover.modified.toISOString()}) is a partial file from a transfer that was cut short (a killed receiver?), or one another receiver is writing; ${maxAgeMs > 0 ? `it is removed once untouched for ${formatDuration(maxAgeMs)}` : 'delete it once no other ftx writes to this folder'}`,
+      `${leftover.path} (${formatBytes(leftover.bytes)}, ${leftover.modified.toISOString()}) is kept from a transfer that was cut short: sending that file again resumes it${maxAgeMs > 0 ? `; it is removed once untouched for ${formatDuration(maxAgeMs)}` : ''}`,
     );
   }
 }
 
-/** "24 h", "90 min", "45 s": for messages about --partial-max-age. */
+/** "7 d", "24 h", "90 min", "45 s": for messages about --partial-max-age. */
 function formatDuration(ms: number): string {
   const seconds = ms / 1000;
+  if (seconds >= 86400 && seconds % 86400 === 0) return `${seconds / 86400} d`;
   if (seconds >= 3600 && seconds % 3600 === 0) return `${seconds / 3600} h`;
   if (seconds >= 60 && seconds % 60 === 0) return `${seconds / 60} min`;
   return `${seconds} s`;

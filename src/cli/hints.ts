@@ -16,7 +16,14 @@ const REMEDIES: Record<Remedy, string> = {
   'check-bind': 'check --bind',
   overwrite: 'add --force to replace it',
   'send-as-stream': 'to send what it carries, read it as a stream: cat PIPE | ftx send - HOST --name NAME',
+  'use-key': 'give your key with --key-file',
+  'follow-symlinks': '--follow-symlinks sends its target',
 };
+
+/** The flag that would help, for a remedy the library names outside an error (a skipped entry). */
+export function remedyHint(remedy: Remedy | undefined): string | undefined {
+  return remedy === undefined ? undefined : REMEDIES[remedy];
+}
 
 /** The error's message, with the flag that would help in parentheses when there is one. */
 export function describeFailure(error: FtxError, side: Side): string {

@@ -96,8 +96,8 @@ function buildParser(argv: string[]) {
         .option('insecure', { type: 'boolean', default: false, describe: 'With --serve: serve without keys, taking files from anyone who reaches the port' })
         .option('partial-max-age', {
           type: 'string',
-          default: '24h',
-          describe: 'Remove temporary files of cut transfers once untouched this long (at start-up; hourly with --serve; 0: never)',
+          default: '7d',
+          describe: 'Partial files kept to resume cut transfers: remove them once untouched this long, and never resume older ones (at start-up; hourly with --serve; 0: keep them)',
           coerce: (text: string) => {
             const ms = parseDuration(text);
             if (ms === undefined) throw new UsageError(`--partial-max-age "${text}" is not a duration; write e.g. 90m, 24h or 7d`);
@@ -144,6 +144,11 @@ function buildParser(argv: string[]) {
         .option('follow-symlinks', { type: 'boolean', default: false, describe: 'In folders, send what symbolic links point to (by default links are skipped, with a warning)' })
         .option('key-file', { type: 'string', describe: 'Prove this key (one line from ftx keygen) and send only encrypted, to a receiver that lists it [default: $FTX_KEY_FILE]' })
         .option('code', { type: 'string', describe: 'The code a receiver started with --code printed' })
+        .option('resume', {
+          type: 'boolean',
+          default: true,
+          describe: 'Continue files the receiver kept part of from a cut attempt (after both ends check the part is the same), and skip files it has with the same size and time; --no-resume sends everything whole',
+        })
         .check((argv) => {
           const given = sendPaths(argv);
           if (given.length < 2) throw new UsageError(`say what to send and where: ftx send PATH... HOST[:PORT]${given.length === 1 ? ` (${given[0]} alone is not enough)` : ''}`);

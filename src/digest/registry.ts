@@ -21,6 +21,12 @@ export interface Hasher {
   update(chunk: Buffer): void;
   /** Lowercase hex. */
   digest(): string;
+  /**
+   * The digest of the bytes so far, without ending the hash: more may be added after it.
+   * Resuming needs both the digest of a file's first N bytes (the prefix both ends prove
+   * they share) and the hash of the whole file, from one pass over the prefix.
+   */
+  snapshot(): string;
 }
 
 export interface DigestAlgorithm {
@@ -39,6 +45,7 @@ export interface Blake3Engine {
 }
 
 interface NativeBlake3 {
+  /** digest() does not end the hash (BLAKE3's finalize is non-destructive): more may follow. */
   Blake3Hasher: new () => { update(input: Uint8Array): unknown; digest(format: 'hex'): string };
   blake3(input: Buffer): Buffer;
 }
@@ -75,12 +82,10 @@ export const DIGESTS = {
       const native = blake3Native();
       if (native) {
         const hash = new native.Blake3Hasher();
-        return { update: (chunk) => hash.update(chunk), digest: () => hash.digest('hex') };
+        return { update: (chunk) => hash.update(chunk), digest: () => hash.digest('hex'), snapshot: () => hash.digest('hex') };
       }
       const { createBLAKE3 } = await import('hash-wasm');
-      const hash = await createBLAKE3();
-      hash.init();
-      return { update: (chunk) => hash.update(chunk), digest: () => hash.digest('hex') };
+      return wasmHasher(await createBLAKE3());
     },
   },
   sha256: {
@@ -88,7 +93,7 @@ export const DIGESTS = {
     description: 'SHA-256, what sha256sum prints',
     create: async () => {
       const hash = createHash('sha256');
-      return { update: (chunk) => hash.update(chunk), digest: () => hash.digest('hex') };
+      return { update: (chunk) => hash.update(chunk), digest: () => hash.digest('hex'), snapshot: () => hash.copy().digest('hex') };
     },
   },
   xxh128: {
@@ -96,12 +101,25 @@ export const DIGESTS = {
     description: 'XXH3-128, a fast non-cryptographic checksum (xxhsum -H2)',
     create: async () => {
       const { createXXHash128 } = await import('hash-wasm');
-      const hash = await createXXHash128();
-      hash.init();
-      return { update: (chunk) => hash.update(chunk), digest: () => hash.digest('hex') };
+      return wasmHasher(await createXXHash128());
     },
   },
 } as const satisfies Record<DigestName, DigestAlgorithm>;
+
+/** A hash-wasm hasher: its state is saved and restored around a snapshot's digest (which ends it). */
+function wasmHasher(hash: { init(): unknown; update(data: Uint8Array): unknown; digest(format: 'hex'): string; save(): Uint8Array; load(state: Uint8Array): unknown }): Hasher {
+  hash.init();
+  return {
+    update: (chunk) => hash.update(chunk),
+    digest: () => hash.digest('hex'),
+    snapshot: () => {
+      const state = hash.save();
+      const digest = hash.digest('hex');
+      hash.load(state);
+      return digest;
+    },
+  };
+}
 
 export function isDigestName(name: unknown): name is DigestName {
   return (DIGEST_NAMES as readonly unknown[]).includes(name);

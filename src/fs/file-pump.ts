@@ -27,16 +27,18 @@ export interface PumpOptions {
   handle: FileHandle;
   /** For error messages. */
   path: string;
-  /** Bytes to send from offset 0; the file may hold more (it grew) but not fewer. */
+  /** The file's size: bytes are sent up to here; the file may hold more (it grew) but not fewer. */
   size: number;
+  /** Where to start (a resumed transfer: the bytes the receiver has); default 0. */
+  start?: number | undefined;
   destination: Writable;
   /** Sees every chunk, in order, before it is written (hashing, progress). */
   onChunk: (chunk: Buffer) => void;
   /** Aborting stops the loop; the reason is thrown. */
   signal?: AbortSignal;
   /**
-   * Cut the data into frames of at most this many bytes (a multiple of CHUNK_BYTES), each
-   * preceded by `frameHeader(length)`: protocol 2's Data frames.
+   * Cut the data into frames of at most this many bytes, each preceded by
+   * `frameHeader(length)`: protocol 2's Data frames.
    */
   frames?: { maxBytes: number; header: (length: number) => Buffer } | undefined;
   /** The ring's buffers, when the caller reuses them across files (a session): POOL_SIZE of CHUNK_BYTES. */
@@ -48,30 +50,36 @@ export function pumpBuffers(): Buffer[] {
   return Array.from({ length: POOL_SIZE }, () => Buffer.allocUnsafeSlow(CHUNK_BYTES));
 }
 
-/** Resolves with the bytes read (less than `size` only if the file shrank). */
+/** Resolves with the position reached (less than `size` only if the file shrank). */
 export async function pumpFile(options: PumpOptions): Promise<number> {
   const { handle, destination, signal } = options;
   const buffers = options.buffers ?? pumpBuffers();
   const frames = options.frames;
   const released: Array<Promise<void>> = buffers.map(() => Promise.resolve());
-  let position = 0;
+  let position = options.start ?? 0;
+  /** Bytes the current Data frame still announces. */
+  let frameLeft = 0;
   for (let slot = 0; position < options.size; slot = (slot + 1) % POOL_SIZE) {
     await released[slot];
     signal?.throwIfAborted();
     const buffer = buffers[slot] as Buffer;
+    // A read never straddles two frames: each frame's bytes are exactly what it announced.
+    const want = Math.min(CHUNK_BYTES, options.size - position, frames && frameLeft > 0 ? frameLeft : Number.POSITIVE_INFINITY);
     let bytesRead: number;
     try {
-      bytesRead = readSync(handle.fd, buffer, 0, Math.min(CHUNK_BYTES, options.size - position), position);
+      bytesRead = readSync(handle.fd, buffer, 0, want, position);
     } catch (error) {
       throw localIoError(error, 'read', options.path);
     }
     if (bytesRead === 0) break; // The file shrank; the caller reports it.
     signal?.throwIfAborted();
     const chunk = buffer.subarray(0, bytesRead);
-    if (frames && position % frames.maxBytes === 0) {
-      // The file is read in whole chunks unless it shrank, which the caller reports as fatal.
-      write(destination, frames.header(Math.min(frames.maxBytes, options.size - position))).catch(() => {});
+    if (frames && frameLeft === 0) {
+      // A frame announced and then cut short by a shrinking file is reported as fatal by the caller.
+      frameLeft = Math.min(frames.maxBytes, options.size - position);
+      write(destination, frames.header(frameLeft)).catch(() => {});
     }
+    if (frames) frameLeft -= bytesRead;
     position += bytesRead;
     options.onChunk(chunk);
     const written = write(destination, chunk);

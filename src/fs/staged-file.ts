@@ -18,11 +18,12 @@
  * the instant between the two steps could be overwritten.
  */
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, type Dirent } from 'node:fs';
 import { link, lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { localIoError } from '../errors.js';
-import { CASE_PROBE_PREFIX, isTemporaryName, TEMP_PREFIX, TEMP_SUFFIX } from './temp-names.js';
+import { encodeRecord, removePartial, type PartialPaths, type PartialRecord } from './partial.js';
+import { CASE_PROBE_PREFIX, isTemporaryName, RESUME_RECORD_SUFFIX, stemOf, TEMP_PREFIX, TEMP_SUFFIX } from './temp-names.js';
 
 
 
@@ -77,8 +78,7 @@ export async function pickFreeName(path: string, isTaken: (candidate: string) =>
 }
 
 export function temporaryNameFor(finalPath: string): string {
-  let stem = basename(finalPath);
-  while (Buffer.byteLength(stem, 'utf8') > MAX_TEMP_STEM_BYTES) stem = stem.slice(0, -1);
+  const stem = stemOf(basename(finalPath), MAX_TEMP_STEM_BYTES);
   return join(dirname(finalPath), `${TEMP_PREFIX}${stem}.${randomTag()}${TEMP_SUFFIX}`);
 }
 
@@ -108,18 +108,33 @@ export interface Leftover {
   modified: Date;
 }
 
-export async function findLeftovers(folder: string): Promise<Leftover[]> {
-  let names: string[];
-  try {
-    names = await readdir(folder);
-  } catch {
-    return [];
-  }
-  const leftovers = [];
-  for (const name of names.filter(isTemporaryName)) {
-    const path = join(folder, name);
-    const stats = await lstat(path).catch(() => undefined);
-    if (stats?.isFile()) leftovers.push({ path, bytes: stats.size, modified: stats.mtime });
+/** How deep a recursive sweep looks (a serving receiver's folder: identities, sent folders). */
+const MAX_SWEEP_DEPTH = 64;
+
+/**
+ * The temporary files in `folder`; with `recursive`, in the folders under it too (never
+ * through a symbolic link), so partials left inside a sent folder or an identity's
+ * folder are found as well.
+ */
+export async function findLeftovers(folder: string, options: { recursive?: boolean } = {}): Promise<Leftover[]> {
+  const leftovers: Leftover[] = [];
+  const folders = [{ path: folder, depth: 0 }];
+  for (let next = folders.pop(); next !== undefined; next = folders.pop()) {
+    let entries: Dirent[];
+    try {
+      entries = await readdir(next.path, { withFileTypes: true });
+    } catch {
+      continue;
+    }
+    for (const entry of entries) {
+      const path = join(next.path, entry.name);
+      if (entry.isDirectory()) {
+        if (options.recursive && next.depth < MAX_SWEEP_DEPTH) folders.push({ path, depth: next.depth + 1 });
+      } else if (entry.isFile() && isTemporaryName(entry.name)) {
+        const stats = await lstat(path).catch(() => undefined);
+        if (stats?.isFile()) leftovers.push({ path, bytes: stats.size, modified: stats.mtime });
+      }
+    }
   }
   return leftovers;
 }
@@ -131,13 +146,16 @@ export async function findLeftovers(folder: string): Promise<Leftover[]> {
  * that died with its receiver (kill -9, a power cut). Returns what it removed and what
  * it left (younger files, which another live receiver may own).
  */
-export async function removeStaleLeftovers(folder: string, maxAgeMs: number, now = Date.now()): Promise<{ removed: Leftover[]; kept: Leftover[] }> {
+export async function removeStaleLeftovers(folder: string, maxAgeMs: number, options: { recursive?: boolean; now?: number } = {}): Promise<{ removed: Leftover[]; kept: Leftover[] }> {
+  const now = options.now ?? Date.now();
   const removed: Leftover[] = [];
   const kept: Leftover[] = [];
-  for (const leftover of await findLeftovers(folder)) {
+  for (const leftover of await findLeftovers(folder, options)) {
     if (now - leftover.modified.getTime() < maxAgeMs) {
-      // A young case probe is a receiver starting up right now, not a cut transfer.
-      if (!basename(leftover.path).startsWith(CASE_PROBE_PREFIX)) kept.push(leftover);
+      // A young case probe is a receiver starting up right now, not a cut transfer; a
+      // record goes with its partial, which is what is reported.
+      const name = basename(leftover.path);
+      if (!name.startsWith(CASE_PROBE_PREFIX) && !name.endsWith(RESUME_RECORD_SUFFIX)) kept.push(leftover);
       continue;
     }
     try {
@@ -150,17 +168,189 @@ export async function removeStaleLeftovers(folder: string, maxAgeMs: number, now
   return { removed, kept };
 }
 
+/** How often a resumable file's durable prefix is brought up to date while data arrives. */
+export const CHECKPOINT_EVERY_MS = 1000;
+
+/**
+ * Partial files this process has open: a second transfer of the same name at the same
+ * time (serve mode, --on-conflict overwrite) must neither reopen nor replace one, so it
+ * gets a temporary file of its own (not resumable).
+ */
+const livePartials = new Set<string>();
+
+/** Whether a transfer in this process is writing the partial file at `dataPath`. */
+export function partialInUse(dataPath: string): boolean {
+  return livePartials.has(dataPath);
+}
+
+function claimPartial(dataPath: string): void {
+  if (livePartials.has(dataPath)) throw new Error(`the partial file ${dataPath} is in use by another transfer`);
+  livePartials.add(dataPath);
+}
+
+/** What a resumable staged file records about itself (fs/partial.ts), besides its durable bytes. */
+export type ResumableFile = Omit<PartialRecord, 'version' | 'durable' | 'created'> & { created?: string };
+
 export class StagedFile {
   readonly finalPath: string;
   readonly tempPath: string;
   #handle: FileHandle | undefined;
-  #state: 'open' | 'sealed' | 'committed' | 'discarded' = 'open';
+  #state: 'open' | 'sealed' | 'committed' | 'discarded' | 'kept' = 'open';
   #bytesWritten = 0;
+  /** Resumable files only: their record, where it goes, and what it last said was durable. */
+  readonly #resumable: { record: PartialRecord; paths: PartialPaths } | undefined;
+  /** Start positions of the writes in flight: the bytes before the lowest are all written. */
+  readonly #writing = new Set<number>();
+  /** End of the furthest write completed. */
+  #writtenTo = 0;
+  #checkpoint: Promise<void> | undefined;
+  #checkpointAt = 0;
 
-  private constructor(finalPath: string, tempPath: string, handle: FileHandle) {
+  private constructor(finalPath: string, tempPath: string, handle: FileHandle, resumable?: { record: PartialRecord; paths: PartialPaths }, offset = 0) {
     this.finalPath = finalPath;
     this.tempPath = tempPath;
     this.#handle = handle;
+    this.#resumable = resumable;
+    this.#bytesWritten = offset;
+    this.#writtenTo = offset;
+    this.#checkpointAt = performance.now();
+  }
+
+  /**
+   * A staged file that outlives a cut transfer: written under the partial name fixed by
+   * `paths` (fs/partial.ts), with its record brought up to date as its data becomes
+   * durable, and kept (keep()) rather than removed when the transfer fails. Whatever is
+   * at those names is replaced: the caller has decided it is not resumable.
+   */
+  static async createResumable(finalPath: string, mode: number, paths: PartialPaths, file: ResumableFile): Promise<StagedFile> {
+    // Claimed before the first await: a transfer of the same name deciding meanwhile sees it in use.
+    claimPartial(paths.data);
+    removePartial(paths);
+    let handle: FileHandle;
+    try {
+      handle = await open(paths.data, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode & 0o777);
+    } catch (error) {
+      livePartials.delete(paths.data);
+      throw localIoError(error, 'create a file in', dirname(finalPath));
+    }
+    const record: PartialRecord = { version: 1, ...file, created: file.created ?? new Date().toISOString(), durable: 0 };
+    return new StagedFile(finalPath, paths.data, handle, { record, paths });
+  }
+
+  /**
+   * A kept partial, reopened to go on from `offset` (its durable bytes): anything beyond
+   * is cut off, since no record vouches for it.
+   */
+  static async reopen(finalPath: string, paths: PartialPaths, record: PartialRecord, offset: number): Promise<StagedFile> {
+    claimPartial(paths.data);
+    let handle: FileHandle;
+    try {
+      handle = await open(paths.data, constants.O_WRONLY | constants.O_NOFOLLOW);
+      const stats = await handle.stat();
+      if (!stats.isFile() || stats.nlink !== 1 || stats.size < offset) throw Object.assign(new Error('the partial file is not what its record says'), { code: 'EINVAL' });
+      await handle.truncate(offset);
+    } catch (error) {
+      livePartials.delete(paths.data);
+      throw localIoError(error, 'resume', finalPath);
+    }
+    return new StagedFile(finalPath, paths.data, handle, { record: { ...record, durable: offset }, paths }, offset);
+  }
+
+  /** Whether a failed transfer keeps this file for resume (keep()) instead of removing it. */
+  get resumable(): boolean {
+    return this.#resumable !== undefined;
+  }
+
+  /** Bytes at the start of the file that every write has reached (what a checkpoint may record). */
+  get writtenThrough(): number {
+    let lowest = this.#writtenTo;
+    for (const start of this.#writing) lowest = Math.min(lowest, start);
+    return lowest;
+  }
+
+  /** Bytes the record says are durable (0 for a file that is not resumable). */
+  get durableBytes(): number {
+    return this.#resumable?.record.durable ?? 0;
+  }
+
+  /**
+   * Starts the file over from its first byte (a resumed prefix that did not match): the
+   * old bytes and what the record said of them are dropped.
+   */
+  async restart(): Promise<void> {
+    const handle = this.#requireOpen();
+    await this.#checkpoint;
+    await handle.truncate(0);
+    this.#bytesWritten = 0;
+    this.#writtenTo = 0;
+    if (this.#resumable) {
+      this.#resumable.record.durable = 0;
+      await this.#writeRecord();
+    }
+  }
+
+  /**
+   * Makes the bytes written so far durable, then records them: fdatasync first, the
+   * record after, so the record never counts a byte the disk may not have. One at a time.
+   */
+  checkpoint(): Promise<void> {
+    this.#checkpoint ??= this.#syncAndRecord().finally(() => {
+      this.#checkpoint = undefined;
+      this.#checkpointAt = performance.now();
+    });
+    return this.#checkpoint;
+  }
+
+  async #syncAndRecord(): Promise<void> {
+    const resumable = this.#resumable;
+    const handle = this.#handle;
+    if (!resumable || !handle) return;
+    const through = this.writtenThrough;
+    if (through <= resumable.record.durable) return;
+    await handle.datasync();
+    resumable.record.durable = through;
+    await this.#writeRecord();
+  }
+
+  async #writeRecord(): Promise<void> {
+    const resumable = this.#resumable as { record: PartialRecord; paths: PartialPaths };
+    // Rewritten in place (no fsync of its own): a record lost or torn by a crash is not a
+    // record, and whatever version of it survives counts only bytes synced before it.
+    const record = await open(resumable.paths.record, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
+    try {
+      await record.write(encodeRecord(resumable.record), 0, undefined, 0);
+    } finally {
+      await record.close();
+    }
+  }
+
+  /**
+   * A cut transfer: keeps what is written for the next attempt (fdatasync, then the
+   * record), and closes. Returns the bytes kept. A file that is not resumable, or whose
+   * bytes cannot be made durable, is removed instead (0 kept).
+   */
+  async keep(): Promise<number> {
+    if (this.#state !== 'open' || !this.#resumable) {
+      await this.discard();
+      return 0;
+    }
+    try {
+      await this.#checkpoint;
+      await this.checkpoint();
+      const handle = this.#handle as FileHandle;
+      this.#handle = undefined;
+      this.#state = 'kept';
+      livePartials.delete(this.tempPath);
+      await handle.close();
+    } catch {
+      await this.discard();
+      return 0;
+    }
+    if (this.#resumable.record.durable === 0) {
+      removePartial(this.#resumable.paths);
+      return 0;
+    }
+    return this.#resumable.record.durable;
   }
 
   /**
@@ -192,12 +382,23 @@ export class StagedFile {
    */
   async writeAt(bytes: Buffer, position: number): Promise<void> {
     const handle = this.#requireOpen();
+    this.#writing.add(position);
     let offset = 0;
-    while (offset < bytes.length) {
-      const { bytesWritten } = await handle.write(bytes, offset, bytes.length - offset, position + offset);
-      if (bytesWritten === 0) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
-      offset += bytesWritten;
-      this.#bytesWritten += bytesWritten;
+    try {
+      while (offset < bytes.length) {
+        const { bytesWritten } = await handle.write(bytes, offset, bytes.length - offset, position + offset);
+        if (bytesWritten === 0) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+        offset += bytesWritten;
+        this.#bytesWritten += bytesWritten;
+      }
+    } finally {
+      this.#writing.delete(position);
+    }
+    // A failed write leaves a hole: nothing past it is counted as written through.
+    this.#writtenTo = Math.max(this.#writtenTo, position + offset);
+    if (this.#resumable && performance.now() - this.#checkpointAt >= CHECKPOINT_EVERY_MS) {
+      // In the background: a checkpoint's failure only means the record stays behind.
+      this.checkpoint().catch(() => {});
     }
   }
 
@@ -209,6 +410,7 @@ export class StagedFile {
   async seal(options: { mtimeMs?: number } = {}): Promise<void> {
     const handle = this.#requireOpen();
     try {
+      await this.#checkpoint;
       if (options.mtimeMs !== undefined) await handle.utimes(Date.now() / 1000, options.mtimeMs / 1000);
       await handle.sync();
       await handle.close();
@@ -232,6 +434,9 @@ export class StagedFile {
       if (options.replace) await rename(this.tempPath, finalPath);
       else await placeWithoutClobbering(this.tempPath, finalPath);
       this.#state = 'committed';
+      livePartials.delete(this.tempPath);
+      // The file is whole under its name: its record describes nothing any more.
+      if (this.#resumable) await unlink(this.#resumable.paths.record).catch(() => {});
     } catch (error) {
       if (isNameTaken(error)) throw error;
       await this.discard();
@@ -243,12 +448,15 @@ export class StagedFile {
 
   /** Removes the temporary file. Safe to call more than once, and after commit. */
   async discard(): Promise<void> {
-    if (this.#state === 'committed' || this.#state === 'discarded') return;
+    if (this.#state === 'committed' || this.#state === 'discarded' || this.#state === 'kept') return;
     this.#state = 'discarded';
     const handle = this.#handle;
     this.#handle = undefined;
+    await this.#checkpoint?.catch(() => {});
     await handle?.close().catch(() => {});
+    if (this.#resumable) await unlink(this.#resumable.paths.record).catch(() => {});
     await unlink(this.tempPath).catch(() => {});
+    livePartials.delete(this.tempPath);
   }
 
   #requireOpen(): FileHandle {

@@ -63,7 +63,7 @@ export interface WalkOptions {
 }
 
 export const SKIP_REASONS = {
-  symlink: 'a symbolic link (not followed; --follow-symlinks sends its target)',
+  symlink: 'a symbolic link (not followed)',
   brokenSymlink: 'a symbolic link to nothing (its target does not exist)',
   fifo: 'a named pipe (FIFO)',
   device: 'a device',

@@ -100,6 +100,11 @@ export interface Open {
   entries: number | null;
   /** How many bytes of file data, when known (a stream's size is not). */
   bytes: number | null;
+  /**
+   * The sender can resume (PROTOCOL.md, Resume): the receiver may offer an offset in a
+   * Decision, and skip files it already has. Absent or false: every file is sent whole.
+   */
+  resume?: boolean;
 }
 
 export type EntryType = 'file' | 'dir';
@@ -122,9 +127,13 @@ export type DecisionAction = 'store' | 'skip' | 'refuse';
 export interface Decision {
   id: number;
   action: DecisionAction;
-  /** With 'store': where the data starts (0 in this version). */
+  /**
+   * With 'store': where the receiver offers to start, the bytes of a partial file it keeps
+   * from an earlier attempt (0: from the start). Above 0 only when the Open said `resume`;
+   * the Prefix and Resume frames then settle where the data starts.
+   */
   offset?: number;
-  /** With 'refuse' (and 'skip'): why, as in Refuse. */
+  /** With 'refuse': why, as in Refuse ('skip': the receiver has the file already; message optional). */
   reason?: RefusalReason;
   message?: string;
 }
@@ -135,6 +144,25 @@ export interface EntryTrailer {
   bytes: number;
   hash: HashAlgorithm;
   digest: string;
+}
+
+/** sender -> receiver, after a Decision offering `offset` > 0: the digest of the sender's first `offset` bytes. */
+export interface Prefix {
+  id: number;
+  /** The Decision's offset, or 0: the sender will not resume (it sends the file whole). */
+  offset: number;
+  hash: HashAlgorithm;
+  /** Of the first `offset` bytes (with offset 0: of nothing). */
+  digest: string;
+}
+
+/** receiver -> sender, answering a Prefix: where the entry's data starts. */
+export interface Resume {
+  id: number;
+  /** The Prefix's offset when the receiver's bytes match it; else 0 (the file is sent whole). */
+  offset: number;
+  /** Why not, when the offset is 0 after a non-zero Prefix. */
+  message?: string;
 }
 
 /** receiver -> sender: an entry is stored (verified, durable) or it failed. */
@@ -407,7 +435,12 @@ export function decodeOpen(frame: Frame): Open {
   const body = parseObject(frame);
   const version = body.version;
   if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 2) fail(frame, 'version', 'a whole number from 2');
-  return { version, hash: hashAlgorithm(frame, body), entries: nullableCount(frame, body, 'entries'), bytes: nullableCount(frame, body, 'bytes') };
+  const open: Open = { version, hash: hashAlgorithm(frame, body), entries: nullableCount(frame, body, 'entries'), bytes: nullableCount(frame, body, 'bytes') };
+  if (body.resume !== undefined) {
+    if (typeof body.resume !== 'boolean') fail(frame, 'resume', 'true or false');
+    open.resume = body.resume;
+  }
+  return open;
 }
 
 export function decodeEntry(frame: Frame): Entry {
@@ -429,8 +462,11 @@ export function decodeDecision(frame: Frame): Decision {
   if (action !== 'store' && action !== 'skip' && action !== 'refuse') fail(frame, 'action', '"store", "skip" or "refuse"');
   const decision: Decision = { id: entryId(frame, body), action };
   if (action === 'store') {
+    // Whether an offset above 0 may be offered (the sender asked to resume, the file is that
+    // large) is the sender's to check: it knows what it sent.
     decision.offset = body.offset === undefined ? 0 : byteCount(frame, body, 'offset');
-    if (decision.offset !== 0) fail(frame, 'offset', '0 (resume is not part of this version)');
+  } else if (action === 'skip') {
+    if (body.message !== undefined) decision.message = text(frame, body, 'message');
   } else {
     // An unknown reason from a newer peer is still a refusal.
     decision.reason = isRefusalReason(body.reason) ? body.reason : 'busy';
@@ -467,6 +503,21 @@ export function decodeResult(frame: Frame): Result {
     result.message = text(frame, body, 'message');
   }
   return result;
+}
+
+export function decodePrefix(frame: Frame): Prefix {
+  expectType(frame, FrameType.Prefix);
+  const body = parseObject(frame);
+  const algorithm = hashAlgorithm(frame, body);
+  return { id: entryId(frame, body), offset: byteCount(frame, body, 'offset'), hash: algorithm, digest: digest(frame, body, algorithm) };
+}
+
+export function decodeResume(frame: Frame): Resume {
+  expectType(frame, FrameType.Resume);
+  const body = parseObject(frame);
+  const resume: Resume = { id: entryId(frame, body), offset: byteCount(frame, body, 'offset') };
+  if (body.message !== undefined) resume.message = text(frame, body, 'message');
+  return resume;
 }
 
 export function decodeEnd(frame: Frame): End {

@@ -45,10 +45,19 @@ export interface EntryTargetOptions {
   allowDotFiles?: boolean | undefined;
   /** Whether the root's file system treats names differing only by case as one (fs/case-folding.ts). */
   foldsCase?: boolean | undefined;
+  /**
+   * The sender resumes (its Open says so): a file already there with the size and
+   * modification time the sender announces is skipped, not refused or sent again.
+   */
+  skipUnchanged?: boolean | undefined;
+  /** Bytes of `path` a kept partial already holds (they need no free space); 0 if none. */
+  heldBytes?: ((path: string, entry: Entry) => number) | undefined;
 }
 
 export type EntryDecision =
   | { action: 'store'; type: 'file'; path: string; relative: string; request: TransferRequest }
+  /** The receiver has this file already (same size and modification time): no data moves. */
+  | { action: 'skip'; type: 'file'; path: string; relative: string }
   | { action: 'store'; type: 'dir'; path: string; relative: string }
   | { action: 'refuse'; reason: RefusalReason; message: string; remedy?: Remedy };
 
@@ -167,9 +176,13 @@ export class EntryTargets {
     if (existing && this.#options.foldsCase && !hasExactName(parent.disk, name)) {
       return refuse('exists', `${quoted} differs only in case from a file on the receiver, whose file system does not tell them apart`, 'rename');
     }
+    if (existing && this.#options.skipUnchanged && existing.isFile() && isUnchanged(existing, entry) && (!this.#options.foldsCase || hasExactName(parent.disk, name))) {
+      return { action: 'skip', type: 'file', path, relative: join(parent.relative, name) };
+    }
     if (existing && this.#options.onConflict === 'refuse') return refuse('exists', `a file named ${quoted} already exists on the receiver`, 'rename');
     const freeBytes = size === null || size < SPACE_CHECK_BYTES ? undefined : await freeBytesIn(parent.disk);
-    if (freeBytes !== undefined && size !== null && size > freeBytes) return refuse('no-space', `not enough free space on the receiver for ${quoted} (${formatBytes(size)})`);
+    const needed = size === null ? 0 : size - (this.#options.heldBytes?.(path, entry) ?? 0);
+    if (freeBytes !== undefined && needed > freeBytes) return refuse('no-space', `not enough free space on the receiver for ${quoted} (${formatBytes(size ?? 0)})`);
     const wanted = path;
     for (let pick = 1; pick <= 4; pick++) {
       if (existing && this.#options.onConflict === 'rename') {
@@ -225,6 +238,11 @@ let umask: number | undefined;
 function processUmask(): number {
   umask ??= process.umask();
   return umask;
+}
+
+/** What the sender announces matches the file there: same size, same modification time (as rsync's quick check). */
+export function isUnchanged(stats: { size: number; mtimeMs: number }, entry: Pick<Entry, 'size' | 'mtime'>): boolean {
+  return entry.size !== null && entry.mtime !== undefined && stats.size === entry.size && Math.abs(stats.mtimeMs - entry.mtime) < 0.001;
 }
 
 function refuse(reason: RefusalReason, message: string, remedy?: Remedy): EntryDecision {

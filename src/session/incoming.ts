@@ -27,8 +27,10 @@ export interface IncomingDataOptions {
   bufferBytes?: number | undefined;
   /** A floor under the sender's rate while the receiver waits on it; none when undefined. */
   floor?: RateFloor | undefined;
-  /** Called as bytes arrive, with the count so far. */
+  /** Called as bytes arrive, with the count so far (a resumed file's count starts at its offset). */
   onProgress?: ((bytesReceived: number) => void) | undefined;
+  /** A resumed file: its data starts at `offset`, and `hasher` has hashed the bytes before it. */
+  startAt?: { offset: number; hasher: Hasher } | undefined;
 }
 
 /** Where incoming data goes: a staged file, or a stream (a receiver writing to stdout). */
@@ -37,6 +39,8 @@ export interface ByteWriter {
   writeAt(bytes: Buffer, position: number): Promise<void>;
   /** For messages about a failed write. */
   readonly finalPath: string;
+  /** A cut transfer keeps what it wrote (a resumable staged file): its messages say so. */
+  readonly resumable?: boolean;
 }
 
 /** A Writable as a ByteWriter: writes in order, each resolved once the stream has taken it. */
@@ -57,10 +61,11 @@ export class IncomingData {
   readonly #hash: Hasher;
   #received = 0;
 
-  private constructor(writer: ByteWriter, hash: Hasher, bufferBytes: number, onProgress: ((bytesReceived: number) => void) | undefined) {
+  private constructor(writer: ByteWriter, hash: Hasher, bufferBytes: number, onProgress: ((bytesReceived: number) => void) | undefined, offset: number) {
     this.#writer = writer;
     this.#hash = hash;
-    this.#filler = new FileFiller(writer, bufferBytes, (bytes) => {
+    this.#received = offset;
+    this.#filler = new FileFiller(writer, bufferBytes, offset, (bytes) => {
       hash.update(bytes);
       this.#received += bytes.length;
       onProgress?.(this.#received);
@@ -68,9 +73,12 @@ export class IncomingData {
   }
 
   /** `expectedBytes` sizes the buffers (a 4 KiB file needs no 4 MiB buffers); undefined for a stream. */
-  static async open(writer: ByteWriter, algorithm: DigestName, expectedBytes: number | undefined, options: Pick<IncomingDataOptions, 'bufferBytes' | 'onProgress'>): Promise<IncomingData> {
+  static async open(writer: ByteWriter, algorithm: DigestName, expectedBytes: number | undefined, options: Pick<IncomingDataOptions, 'bufferBytes' | 'onProgress' | 'startAt'>): Promise<IncomingData> {
     const bufferBytes = options.bufferBytes ?? DEFAULT_FILE_BUFFER_BYTES;
-    return new IncomingData(writer, await createHasher(algorithm), Math.max(1, Math.min(bufferBytes, expectedBytes ?? bufferBytes)), options.onProgress);
+    const offset = options.startAt?.offset ?? 0;
+    const hash = options.startAt?.hasher ?? (await createHasher(algorithm));
+    const toCome = expectedBytes === undefined ? bufferBytes : expectedBytes - offset;
+    return new IncomingData(writer, hash, Math.max(1, Math.min(bufferBytes, toCome)), options.onProgress, offset);
   }
 
   get received(): number {
@@ -101,6 +109,11 @@ export class IncomingData {
   settle(): Promise<void> {
     return this.#filler.settle();
   }
+
+  /** After a failure, for a file kept to resume: writes what is buffered too, and waits (a write failure only means less is kept). */
+  async settleKeeping(): Promise<void> {
+    await this.#filler.finish().catch(() => this.#filler.settle());
+  }
 }
 
 /** Streams exactly `size` bytes from the channel into the staged file, hashing them (protocol 1). */
@@ -128,9 +141,10 @@ class FileFiller implements DataSink {
   #position = 0;
   #error: unknown;
 
-  constructor(writer: ByteWriter, bufferBytes: number, onBytes: (bytes: Buffer) => void) {
+  constructor(writer: ByteWriter, bufferBytes: number, position: number, onBytes: (bytes: Buffer) => void) {
     this.#writer = writer;
     this.#onBytes = onBytes;
+    this.#position = position;
     this.#buffers = [Buffer.allocUnsafeSlow(bufferBytes), Buffer.allocUnsafeSlow(bufferBytes)];
   }
 
@@ -201,7 +215,8 @@ function describeFailure(error: unknown, channel: Channel, writer: ByteWriter): 
     if (code && !isConnectionFailure(error)) return localIoError(error, 'write', writer.finalPath);
   }
   const failure = channel.explain(error);
-  if (failure instanceof ConnectionLostError) return new ConnectionLostError(`${failure.message}; the partial file was discarded`, { cause: failure });
-  if (failure instanceof TimeoutError) return new TimeoutError(`${failure.message}; the partial file was discarded`, { cause: failure, ...(failure.remedy ? { remedy: failure.remedy } : {}) });
+  const fate = writer.resumable ? 'what arrived is kept, and sending again resumes from there' : 'the partial file was discarded';
+  if (failure instanceof ConnectionLostError) return new ConnectionLostError(`${failure.message}; ${fate}`, { cause: failure });
+  if (failure instanceof TimeoutError) return new TimeoutError(`${failure.message}; ${fate}`, { cause: failure, ...(failure.remedy ? { remedy: failure.remedy } : {}) });
   return failure;
 }

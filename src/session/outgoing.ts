@@ -5,7 +5,7 @@
  * frame: its disk is full): that stops the data at once and is what the caller sees.
  */
 import { abortReason, ConnectionLostError, isFtxError, LocalIoError, ProtocolError, type FtxError } from '../errors.js';
-import { createHasher, type DigestName } from '../digest/registry.js';
+import { createHasher, type DigestName, type Hasher } from '../digest/registry.js';
 import { pumpFile, type PumpOptions } from '../fs/file-pump.js';
 import type { SourceFile } from '../fs/source.js';
 import type { Channel } from '../protocol/channel.js';
@@ -21,8 +21,13 @@ export interface OutgoingDataOptions {
   frames?: PumpOptions['frames'];
   /** A ring of buffers reused across a session's files (pumpBuffers()). */
   buffers?: Buffer[] | undefined;
-  /** Called as bytes are read into the socket, with the count so far. */
+  /** Called as bytes are read into the socket, with the count so far (this attempt's). */
   onProgress?: ((bytesSent: number) => void) | undefined;
+  /**
+   * A resumed transfer: the data starts at `offset`, and `hasher` has hashed the bytes
+   * before it (the digest returned is still of the whole file).
+   */
+  resumeAt?: { offset: number; hasher: Hasher } | undefined;
 }
 
 /**
@@ -32,9 +37,10 @@ export interface OutgoingDataOptions {
  * While this runs the channel is in its data phase (no control frame may be written).
  */
 export async function sendData(channel: Channel, source: SourceFile, algorithm: DigestName, peerVerdict: Promise<unknown> | undefined, options: OutgoingDataOptions): Promise<string> {
-  const hash = await createHasher(algorithm);
-  let bytesRead = 0;
-  if (source.size > 0) {
+  const hash = options.resumeAt?.hasher ?? (await createHasher(algorithm));
+  const start = options.resumeAt?.offset ?? 0;
+  let bytesRead = start;
+  if (source.size > start) {
     const stop = new AbortController();
     let pumping = true;
     // Only while the data flows: once it is all out, the verdict is the caller's to read.
@@ -52,6 +58,7 @@ export async function sendData(channel: Channel, source: SourceFile, algorithm: 
         handle: source.handle,
         path: source.path,
         size: source.size,
+        start,
         destination: channel.stream,
         signal: stop.signal,
         frames: options.frames,
@@ -63,15 +70,15 @@ export async function sendData(channel: Channel, source: SourceFile, algorithm: 
         },
       });
     } catch (error) {
-      if (stop.signal.aborted && isFtxError(stop.signal.reason)) throw lostMidTransfer(stop.signal.reason, channel, sent, source.size);
+      if (stop.signal.aborted && isFtxError(stop.signal.reason)) throw lostMidTransfer(stop.signal.reason, channel, start + sent, source.size);
       if (options.signal?.aborted) throw abortReason(options.signal);
       if (error instanceof LocalIoError) throw error; // Reading our own file failed.
       // The connection broke: the receiver's Error frame, if it is on its way, says why.
       if (peerVerdict) {
         const explanation = await within(peerVerdict.then(() => undefined, (reason: unknown) => reason), EXPLANATION_WAIT_MS, () => undefined);
-        if (isFtxError(explanation)) throw lostMidTransfer(explanation, channel, sent, source.size);
+        if (isFtxError(explanation)) throw lostMidTransfer(explanation, channel, start + sent, source.size);
       }
-      throw lostMidTransfer(channel.explain(error), channel, sent, source.size);
+      throw lostMidTransfer(channel.explain(error), channel, start + sent, source.size);
     } finally {
       pumping = false;
       stopListening();

@@ -30,9 +30,10 @@
  * Decision or Result, and the session goes on. Anything else ends the session (the
  * caller sends the Error): a broken protocol, a lost connection, a local disk failure.
  */
+import { lstatSync } from 'node:fs';
 import { basename } from 'node:path';
-import { DEFAULT_MIN_BYTES_PER_SECOND } from '../defaults.js';
-import { createHasher, digestOfBytes, type DigestName } from '../digest/registry.js';
+import { DEFAULT_MIN_BYTES_PER_SECOND, DEFAULT_PARTIAL_MAX_AGE_MS } from '../defaults.js';
+import { createHasher, digestOfBytes, type DigestName, type Hasher } from '../digest/registry.js';
 import {
   ConnectionLostError,
   IntegrityError,
@@ -44,8 +45,10 @@ import {
   type Remedy,
 } from '../errors.js';
 import { FrameType, frameTypeName, type Frame } from '../framing.js';
+import { readFilePrefix } from '../fs/file-prefix.js';
+import { lookUpPartial, type PartialLookup } from '../fs/partial.js';
 import { discardSmallFile, placeSmallFile, SMALL_FILE_BYTES, writeSmallFile } from '../fs/small-file.js';
-import { isNameTaken, pickFreeName, StagedFile } from '../fs/staged-file.js';
+import { isNameTaken, partialInUse, pickFreeName, StagedFile } from '../fs/staged-file.js';
 import { errorFromPeer, sendAccept } from '../handshake.js';
 import type { Channel, DataSink, FloorWatch } from '../protocol/channel.js';
 import {
@@ -53,16 +56,18 @@ import {
   decodeEnd,
   decodeEntry,
   decodeEntryTrailer,
+  decodePrefix,
   jsonFrame,
   PROTOCOL_VERSIONS,
   type Decision,
   type Entry,
   type Open,
   type Result,
+  type Resume,
   type Summary,
 } from '../protocol/messages.js';
 import { formatBytes } from '../util/units.js';
-import { EntryTargets, type EntryDecision } from './entry-targets.js';
+import { EntryTargets, isUnchanged, type EntryDecision } from './entry-targets.js';
 import { IncomingData, streamWriter } from './incoming.js';
 import { withKeepAlives } from './keep-alive.js';
 import type { ConnectionPolicy, TransferRequest } from './policy.js';
@@ -103,13 +108,33 @@ export interface SessionOptions extends Omit<TargetOptions, 'target'> {
   streamLimit?: { bytes: number; why: string } | undefined;
   /** Each entry once its outcome is known (a file once stored, or failed). */
   onEntry?: ((entry: EntryOutcome) => void) | undefined;
+  /** The sender's identity, when it proved a key: a partial is resumed only by the identity that left it. */
+  identity?: string | undefined;
+  /** Kept partials untouched this long are not resumed but replaced, in ms (default DEFAULT_PARTIAL_MAX_AGE_MS; 0: any age). */
+  partialMaxAgeMs?: number | undefined;
+  /** A file offered a kept partial: resumed from `offset`, or started over (`why`). */
+  onResume?: ((event: ResumeEvent) => void) | undefined;
+  /** A file cut short whose bytes are kept for a resumed attempt. */
+  onPartialKept?: ((partial: { path: string; bytes: number; size: number }) => void) | undefined;
+}
+
+export interface ResumeEvent {
+  /** As the sender sent it. */
+  path: string;
+  size: number;
+  /** Where its data starts (0 when started over). */
+  offset: number;
+  resumed: boolean;
+  /** Why it was not resumed. */
+  why?: string | undefined;
 }
 
 export interface EntryOutcome {
   /** As the sender sent it. */
   path: string;
   type: 'file' | 'dir';
-  outcome: 'stored' | 'refused' | 'failed';
+  /** 'skipped': the receiver had it already (same size and time, and the sender resumes). */
+  outcome: 'stored' | 'refused' | 'failed' | 'skipped';
   /** Where it was stored, relative to the target (a file target: its name). */
   storedAs?: string | undefined;
   bytes: number;
@@ -123,6 +148,10 @@ export interface SessionCounts {
   folders: number;
   /** Entries refused or failed. */
   failed: number;
+  /** Files the receiver had already (same size and modification time): not sent again. */
+  unchanged: number;
+  /** File bytes that did not have to move: unchanged files, and the prefixes of resumed ones. */
+  bytesSkipped: number;
   /** The first failures (MAX_LISTED_FAILURES). */
   failures: EntryFailure[];
 }
@@ -148,6 +177,10 @@ interface PendingFile {
   /** A large file's temporary file, created at its Entry (its buffers come with its data). */
   staged?: StagedFile | undefined;
   data: FileData | undefined;
+  /** A kept partial offered to the sender: its offset, and the digest of its bytes as read back from disk. */
+  offer?: { offset: number; ours: Promise<Hasher> } | undefined;
+  /** A resumed file: where its data starts, and the hash of the bytes before. */
+  startAt?: { offset: number; hasher: Hasher } | undefined;
 }
 
 /** Data on its way in: a small file whole in memory, or a staged file or stream written as it comes. */
@@ -195,7 +228,9 @@ class SessionReceiver {
   readonly #targets: EntryTargets | undefined;
   readonly #watch: FloorWatch;
   readonly #pending: PendingFile[] = [];
-  readonly #counts: SessionCounts = { entries: 0, files: 0, folders: 0, failed: 0, failures: [] };
+  readonly #counts: SessionCounts = { entries: 0, files: 0, folders: 0, failed: 0, failures: [], unchanged: 0, bytesSkipped: 0 };
+  /** The last partial looked up (the space check and the staging ask about the same file). */
+  #lookup: { path: string; result: PartialLookup } | undefined;
   #bytes = 0;
   #lastDigest = '';
   /** Where the last file was stored: its full path (a stream: its label). */
@@ -213,7 +248,15 @@ class SessionReceiver {
     this.#peer = peer;
     if (target.kind === 'folder') {
       this.#targets = new EntryTargets(
-        { root: target.root, onConflict: options.onConflict, maxSize: options.maxSize, allowDotFiles: options.allowDotFiles, foldsCase: target.foldsCase },
+        {
+          root: target.root,
+          onConflict: options.onConflict,
+          maxSize: options.maxSize,
+          allowDotFiles: options.allowDotFiles,
+          foldsCase: target.foldsCase,
+          skipUnchanged: open.resume === true,
+          heldBytes: (path, entry) => this.#heldBytes(path, entry),
+        },
         policy,
       );
     }
@@ -228,7 +271,9 @@ class SessionReceiver {
     this.#channel.beforeWaiting = () => void this.#flush().catch(() => {});
     try {
       for (;;) {
-        const frame = await this.#channel.readFrameWatched(this.#watch);
+        // A partial offered for the next file: the sender reads its own prefix before it
+        // answers, which is its disk's time, not a slow link's (the idle timeout still holds).
+        const frame = this.#pending[0]?.offer ? await this.#channel.readFrame() : await this.#channel.readFrameWatched(this.#watch);
         if (!frame) throw new ConnectionLostError(`${this.#channel.peerRole} closed the connection before the end of the session`);
         switch (frame.type) {
           case FrameType.Entry:
@@ -239,6 +284,9 @@ class SessionReceiver {
             break;
           case FrameType.Trailer:
             await this.#onTrailer(frame);
+            break;
+          case FrameType.Prefix:
+            await this.#onPrefix(frame);
             break;
           case FrameType.End:
             return await this.#onEnd(frame);
@@ -274,8 +322,17 @@ class SessionReceiver {
       await this.#settle();
       return;
     }
-    await this.#send(FrameType.Decision, { id: entry.id, action: 'store', offset: 0 } satisfies Decision);
+    if (decision.action === 'skip') {
+      this.#counts.unchanged += 1;
+      this.#counts.bytesSkipped += entry.size ?? 0;
+      this.#lastPath = decision.path;
+      await this.#send(FrameType.Decision, { id: entry.id, action: 'skip' } satisfies Decision);
+      this.#options.onEntry?.({ path: entry.path, type: 'file', outcome: 'skipped', storedAs: decision.relative, bytes: 0 });
+      await this.#settle();
+      return;
+    }
     if (decision.type === 'dir') {
+      await this.#send(FrameType.Decision, { id: entry.id, action: 'store', offset: 0 } satisfies Decision);
       this.#counts.folders += 1;
       this.#options.onEntry?.({ path: entry.path, type: 'dir', outcome: 'stored', storedAs: decision.relative, bytes: 0 });
       await this.#settle();
@@ -287,12 +344,95 @@ class SessionReceiver {
     // be written fails here, before the data (small ones are written whole at their end).
     // Only the file: its buffers (up to 2 x 4 MiB) wait for its data, or 64 large files
     // decided ahead would hold half a GiB.
+    let offset = 0;
     if (decision.path !== undefined && !(entry.size !== null && entry.size <= SMALL_FILE_BYTES)) {
-      const staged = await StagedFile.create(decision.path, entry.mode);
+      const stage = await this.#stage(entry, decision.path);
+      const staged = stage.staged;
+      offset = stage.offset;
       pending.staged = staged;
       if (pending.request) pending.request.bytesWritten = () => staged.bytesWritten;
+      if (offset > 0) {
+        // Read back while the sender reads its own: both prefixes are hashed at once.
+        const ours = hashOwnPrefix(staged.tempPath, offset, this.#open.hash);
+        ours.catch(() => {}); // Awaited when the sender's Prefix comes (or dropped with the session).
+        pending.offer = { offset, ours };
+      }
     }
+    await this.#send(FrameType.Decision, { id: entry.id, action: 'store', offset } satisfies Decision);
     if (this.#open.entries === 1) this.#options.onFile?.({ name: entry.path, path: decision.path ?? decision.relative, size: entry.size ?? 0 });
+  }
+
+  /**
+   * The staged file for a large file: with a sender that resumes, its kept partial when
+   * there is a usable one (reopened at its durable bytes), else a new resumable one; a
+   * partial that cannot be used (the file changed, it expired) is replaced, and said so.
+   */
+  async #stage(entry: Entry, path: string): Promise<{ staged: StagedFile; offset: number }> {
+    if (!this.#open.resume || entry.size === null) return { staged: await StagedFile.create(path, entry.mode), offset: 0 };
+    const lookup = this.#lookUp(path, entry);
+    this.#lookup = undefined;
+    // Another transfer here is writing that name's partial right now: this one gets its own file.
+    if (partialInUse(lookup.paths.data)) return { staged: await StagedFile.create(path, entry.mode), offset: 0 };
+    if (lookup.kind === 'usable') {
+      try {
+        return { staged: await StagedFile.reopen(path, lookup.paths, lookup.record, lookup.offset), offset: lookup.offset };
+      } catch (error) {
+        this.#options.onResume?.({ path: entry.path, size: entry.size, offset: 0, resumed: false, why: `its partial file could not be reopened (${error instanceof Error ? error.message : String(error)})` });
+      }
+    } else if (lookup.kind === 'unusable') {
+      this.#options.onResume?.({ path: entry.path, size: entry.size, offset: 0, resumed: false, why: lookup.why });
+    }
+    const file = { target: basename(path), size: entry.size, mtime: entry.mtime ?? null, hash: this.#open.hash, identity: this.#options.identity ?? null };
+    return { staged: await StagedFile.createResumable(path, entry.mode ?? 0o666, lookup.paths, file), offset: 0 };
+  }
+
+  #lookUp(path: string, entry: Entry): PartialLookup {
+    if (this.#lookup?.path === path) return this.#lookup.result;
+    const maxAgeMs = this.#options.partialMaxAgeMs ?? DEFAULT_PARTIAL_MAX_AGE_MS;
+    const result = lookUpPartial(path, { size: entry.size ?? 0, mtime: entry.mtime ?? null, identity: this.#options.identity ?? null }, maxAgeMs);
+    this.#lookup = { path, result };
+    return result;
+  }
+
+  /** Bytes of `path` a usable partial holds: they need no free space. */
+  #heldBytes(path: string, entry: Entry): number {
+    if (!this.#open.resume || entry.size === null || entry.size <= SMALL_FILE_BYTES) return 0;
+    const lookup = this.#lookUp(path, entry);
+    return lookup.kind === 'usable' && !partialInUse(lookup.paths.data) ? lookup.offset : 0;
+  }
+
+  /**
+   * The sender's digest of its first bytes, against ours read back from disk: equal, the
+   * data goes on from the offer; else (a damaged partial, a file changed in place, a
+   * sender that sends it whole) the partial is emptied and the file comes whole.
+   */
+  async #onPrefix(frame: Frame): Promise<void> {
+    const prefix = decodePrefix(frame);
+    const current = this.#pending[0];
+    const offer = current?.offer;
+    if (!current || !offer || prefix.id !== current.entry.id) throw new ProtocolError(`${this.#channel.peerRole} sent a prefix for entry ${prefix.id}, which was offered none`);
+    if (prefix.offset !== 0 && prefix.offset !== offer.offset) throw new ProtocolError(`${this.#channel.peerRole} sent a prefix of ${prefix.offset} bytes where ${offer.offset} were offered`);
+    if (prefix.hash !== this.#open.hash) throw new ProtocolError(`${this.#channel.peerRole} changed digest midway (${prefix.hash}, the session's is ${this.#open.hash})`);
+    current.offer = undefined;
+    const entry = current.entry;
+    const size = entry.size ?? 0;
+    const ours = await withKeepAlives(this.#channel, this.#options.idleTimeoutMs, () => offer.ours).catch(() => undefined);
+    if (prefix.offset === offer.offset && ours !== undefined && ours.snapshot() === prefix.digest) {
+      current.startAt = { offset: offer.offset, hasher: ours };
+      this.#counts.bytesSkipped += offer.offset;
+      await this.#send(FrameType.Resume, { id: entry.id, offset: offer.offset } satisfies Resume);
+      this.#options.onResume?.({ path: entry.path, size, offset: offer.offset, resumed: true });
+      return;
+    }
+    const why =
+      prefix.offset === 0
+        ? 'the sender sends it whole'
+        : ours === undefined
+          ? 'the receiver could not read back its partial file'
+          : "the receiver's partial file does not match the sender's file (it was damaged, or the file was changed in place)";
+    await (current.staged as StagedFile).restart();
+    await this.#send(FrameType.Resume, { id: entry.id, offset: 0, message: boundedText(why) } satisfies Resume);
+    this.#options.onResume?.({ path: entry.path, size, offset: 0, resumed: false, why });
   }
 
   async #decide(entry: Entry): Promise<EntryDecision | { action: 'store'; type: 'file'; path: string | undefined; relative: string; request: TransferRequest | undefined }> {
@@ -308,11 +448,16 @@ class SessionReceiver {
       }
       return { action: 'store', type: 'file', path: undefined, relative: target.label, request: undefined };
     }
+    if (this.#open.resume) {
+      const existing = lstatSync(target.path, { throwIfNoEntry: false });
+      if (existing?.isFile() && isUnchanged(existing, entry)) return { action: 'skip', type: 'file', path: target.path, relative: basename(target.path) };
+    }
     try {
       const refuse = (reason: RefusalReason, message: string, remedy?: Remedy): Promise<never> => {
         throw new RefusedError(reason, message, remedy === undefined ? undefined : { remedy });
       };
-      const request = await decideTarget({ name: basename(entry.path), size: entry.size ?? 0 }, this.#peer, { ...this.#options, target: target.path }, this.#policy, refuse);
+      const heldBytes = (path: string) => this.#heldBytes(path, entry);
+      const request = await decideTarget({ name: basename(entry.path), size: entry.size ?? 0 }, this.#peer, { ...this.#options, target: target.path, heldBytes }, this.#policy, refuse);
       return { action: 'store', type: 'file', path: request.path, relative: basename(request.path), request };
     } catch (error) {
       if (error instanceof RefusedError) return { action: 'refuse', reason: error.reason, message: error.message, ...(error.remedy ? { remedy: error.remedy } : {}) };
@@ -323,6 +468,7 @@ class SessionReceiver {
   async #onData(length: number): Promise<void> {
     const current = this.#pending[0];
     if (!current) throw new ProtocolError(`${this.#channel.peerRole} sent data with no stored entry to go to`);
+    if (current.offer) throw new ProtocolError(`${this.#channel.peerRole} sent data for ${quoteName(current.entry.path)} before answering the offer to resume it`);
     const size = current.entry.size;
     const data = (current.data ??= await this.#openData(current));
     const received = data.kind === 'small' ? data.filled : data.incoming.received;
@@ -350,9 +496,10 @@ class SessionReceiver {
     const size = file.entry.size;
     if (file.path !== undefined && size !== null && size <= SMALL_FILE_BYTES) return { kind: 'small', buffer: Buffer.allocUnsafe(size), filled: 0 };
     // This file's bytes are added as they come: other files' bytes may arrive between
-    // its staging (at its Entry) and its data.
-    let counted = 0;
+    // its staging (at its Entry) and its data. A resumed file's count starts at its offset.
+    let counted = file.startAt?.offset ?? 0;
     const progress = {
+      startAt: file.startAt,
       bufferBytes: this.#options.fileBufferBytes,
       onProgress: (bytes: number) => {
         this.#bytes += bytes - counted;
@@ -375,7 +522,7 @@ class SessionReceiver {
     const trailer = decodeEntryTrailer(frame);
     const current = this.#pending[0];
     // Checked before it leaves the queue: a failed session discards what is still queued.
-    if (!current || trailer.id !== current.entry.id) throw new ProtocolError(`${this.#channel.peerRole} sent the trailer of entry ${trailer.id} out of turn`);
+    if (!current || trailer.id !== current.entry.id || current.offer) throw new ProtocolError(`${this.#channel.peerRole} sent the trailer of entry ${trailer.id} out of turn`);
     this.#pending.shift();
     const entry = current.entry;
     try {
@@ -464,10 +611,10 @@ class SessionReceiver {
     if (end.entries !== this.#counts.entries) throw new ProtocolError(`${this.#channel.peerRole} ended the session after ${this.#counts.entries} entries, saying ${end.entries}`);
     await this.#targets?.finish();
     const counts = this.#counts;
-    const summary: Summary = { entries: counts.entries, stored: counts.files + counts.folders, skipped: 0, failed: counts.failed, bytes: this.#bytes };
+    const summary: Summary = { entries: counts.entries, stored: counts.files + counts.folders, skipped: counts.unchanged, failed: counts.failed, bytes: this.#bytes };
     await this.#send(FrameType.Summary, summary);
     await this.#flush();
-    const single = counts.entries === 1 && counts.files === 1;
+    const single = counts.entries === 1 && (counts.files === 1 || counts.unchanged === 1);
     const target = this.#target;
     const where = target.kind === 'folder' ? target.root : target.kind === 'file' ? target.path : target.label;
     return { ...counts, path: single ? this.#lastPath : where, bytes: this.#bytes, hash: this.#open.hash, digest: single ? this.#lastDigest : '' };
@@ -499,12 +646,20 @@ class SessionReceiver {
     await file.staged?.discard();
   }
 
-  /** A failed session: what was on its way in is removed, claims released. */
+  /** A failed session: what was on its way in is kept to resume (a resumable file) or removed; claims released. */
   async #abandonPending(): Promise<void> {
     for (const file of this.#pending.splice(0)) {
-      await this.#discard(file).catch(() => {});
+      await this.#keepOrDiscard(file).catch(() => {});
       if (file.request) this.#policy.release(file.request);
     }
+  }
+
+  async #keepOrDiscard(file: PendingFile): Promise<void> {
+    const staged = file.staged;
+    if (!staged?.resumable) return this.#discard(file);
+    if (file.data?.kind === 'staged') await file.data.incoming.settleKeeping();
+    const kept = await staged.keep();
+    if (kept > 0) this.#options.onPartialKept?.({ path: file.entry.path, bytes: kept, size: file.entry.size ?? 0 });
   }
 
   #result(result: Result): Promise<void> {
@@ -532,6 +687,14 @@ class SessionReceiver {
     this.#outboxBytes = 0;
     return this.#channel.write(bytes);
   }
+}
+
+/** The digest state of a partial's first `offset` bytes, read back from disk (the bytes the record vouches for). */
+async function hashOwnPrefix(path: string, offset: number, algorithm: DigestName): Promise<Hasher> {
+  const hasher = await createHasher(algorithm);
+  const read = await readFilePrefix(path, offset, (chunk) => hasher.update(chunk));
+  if (read !== offset) throw new Error(`the partial file holds ${read} bytes, not ${offset}`);
+  return hasher;
 }
 
 /** Data into one buffer the size of the file. */

@@ -20,7 +20,7 @@
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { open as openFile, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { createHasher, digestOfBytes, type DigestName } from '../digest/registry.js';
+import { createHasher, digestOfBytes, type DigestName, type Hasher } from '../digest/registry.js';
 import {
   ConnectionLostError,
   IntegrityError,
@@ -31,17 +31,20 @@ import {
   RefusedError,
   type EntryFailure,
   type FtxError,
+  type Remedy,
 } from '../errors.js';
 import { dataFrameHeader, FrameType, frameTypeName, MAX_DATA_FRAME } from '../framing.js';
 import { pumpBuffers } from '../fs/file-pump.js';
+import { readPrefix } from '../fs/file-prefix.js';
 import { SMALL_FILE_BYTES } from '../fs/small-file.js';
-import { errorFromPeer } from '../handshake.js';
+import { errorFromPeer, sendKeepAlive } from '../handshake.js';
 import type { Channel } from '../protocol/channel.js';
 import {
   decodeAccept,
   decodeDecision,
   decodeRefuse,
   decodeResult,
+  decodeResume,
   decodeSummary,
   jsonFrame,
   PROTOCOL_VERSION,
@@ -49,17 +52,22 @@ import {
   type Entry,
   type EntryTrailer,
   type Open,
+  type Prefix,
   type Result,
+  type Resume,
   type Summary,
 } from '../protocol/messages.js';
 import { sendData } from './outgoing.js';
-import { MAX_LISTED_FAILURES, type SessionCounts } from './receive-session.js';
+import { MAX_LISTED_FAILURES, type ResumeEvent, type SessionCounts } from './receive-session.js';
 
 /** Entries sent ahead of the one whose data goes out (the receiver allows MAX_ENTRIES_AHEAD). */
 export const SEND_AHEAD = 32;
 
 /** Writes of small files and entries are gathered up to this size. */
 const BATCH_BYTES = 256 * 1024;
+
+/** While this side reads a long prefix to resume, a KeepAlive this often keeps the receiver's idle timer quiet. */
+const KEEPALIVE_EVERY_MS = 5_000;
 
 /** Stream data goes out in frames of at most this size. */
 const STREAM_FRAME_BYTES = 1024 * 1024;
@@ -70,7 +78,7 @@ export type OutgoingItem =
   | { kind: 'dir'; path: string; absolute: string; mode: number; mtimeMs: number }
   | { kind: 'stream'; path: string; stream: Readable }
   /** Not sent: a symbolic link, a device, an unreadable file. `failed`: it counts against the session. */
-  | { kind: 'skipped'; path: string; reason: string; failed: boolean };
+  | { kind: 'skipped'; path: string; reason: string; failed: boolean; remedy?: Remedy | undefined };
 
 export interface SessionSource {
   /** Entries and file bytes, when known before the walk (a file target wants 1). */
@@ -88,18 +96,31 @@ export interface SendSessionOptions {
   onProgress?: ((bytesSent: number) => void) | undefined;
   /** An entry's outcome: stored (the receiver's Result), refused, failed, or skipped here. */
   onEntry?: ((entry: SentEntry) => void) | undefined;
+  /**
+   * Resume (default true): the receiver may continue a file from the part it kept of an
+   * earlier attempt, once both ends have shown they hold the same bytes, and skip files it
+   * has already (same size and modification time). False: every file is sent whole.
+   */
+  resume?: boolean | undefined;
+  /** A file the receiver offered to resume: resumed from `offset`, or sent whole (`why`). */
+  onResume?: ((event: ResumeEvent) => void) | undefined;
 }
 
 export interface SentEntry {
   path: string;
   type: 'file' | 'dir';
+  /** 'skipped': not sent (a link, a device; or `unchanged`: the receiver has it already). */
   outcome: 'stored' | 'refused' | 'failed' | 'skipped';
+  /** Skipped because the receiver has it already (same size and modification time). */
+  unchanged?: boolean | undefined;
   /** Where the receiver stored it, relative to its target. */
   storedAs?: string | undefined;
   bytes: number;
   digest?: string | undefined;
   /** Why not (refused, failed, skipped). */
   message?: string | undefined;
+  /** Skipped: what the caller could change to send it (a link: follow links). */
+  remedy?: Remedy | undefined;
   error?: FtxError | undefined;
 }
 
@@ -122,6 +143,7 @@ type Ahead =
 
 export async function sendSession(channel: Channel, source: SessionSource, options: SendSessionOptions): Promise<SentSession> {
   const open: Open = { version: PROTOCOL_VERSION, hash: options.hash, entries: source.entries, bytes: source.bytes };
+  if (options.resume !== false) open.resume = true;
   await channel.write(jsonFrame(FrameType.Open, open));
   await readOpenAnswer(channel, source.entries === 1 ? 'the file' : 'the session');
   options.onStart?.();
@@ -156,7 +178,7 @@ class SessionSender {
   readonly #replies: SessionReplies;
   readonly #options: SendSessionOptions;
   readonly #ahead: Ahead[] = [];
-  readonly #counts: SentSession = { entries: 0, files: 0, folders: 0, failed: 0, failures: [], skipped: 0, bytes: 0, name: '', digest: '' };
+  readonly #counts: SentSession = { entries: 0, files: 0, folders: 0, failed: 0, failures: [], skipped: 0, unchanged: 0, bytesSkipped: 0, bytes: 0, name: '', digest: '' };
   #batch: Buffer[] = [];
   #batchBytes = 0;
   #bytesSent = 0;
@@ -234,6 +256,25 @@ class SessionSender {
       if (ahead.kind === 'large') await ahead.handle.close().catch(() => {});
       throw error;
     }
+    const offset = decision.action === 'store' ? (decision.offset ?? 0) : 0;
+    if (decision.action === 'skip' || offset > 0) {
+      // Only what this sender asked for: an offer within a large file it sent, a skip of a file.
+      const size = ahead.entry.size ?? 0;
+      const allowed = this.#options.resume !== false && (decision.action === 'skip' ? ahead.entry.type === 'file' && ahead.kind !== 'stream' : ahead.kind === 'large' && offset <= size);
+      if (!allowed) {
+        if (ahead.kind === 'large') await ahead.handle.close().catch(() => {});
+        throw new ProtocolError(`the receiver answered ${JSON.stringify(ahead.entry.path)} with ${decision.action === 'skip' ? 'a skip' : `an offset of ${offset}`}, which this sender did not ask for`);
+      }
+    }
+    if (decision.action === 'skip') {
+      if (ahead.kind === 'large') await ahead.handle.close().catch(() => {});
+      this.#counts.unchanged += 1;
+      this.#counts.bytesSkipped += ahead.entry.size ?? 0;
+      this.#counts.name = ahead.entry.path;
+      this.#options.onEntry?.({ path: ahead.entry.path, type: 'file', outcome: 'skipped', unchanged: true, bytes: 0, message: decision.message ?? 'the receiver has it already' });
+      this.#options.onProgress?.(this.#progress());
+      return;
+    }
     if (decision.action !== 'store') {
       if (ahead.kind === 'large') await ahead.handle.close().catch(() => {});
       const error = new RefusedError(decision.reason ?? 'busy', decision.message ?? 'refused', { fromPeer: true });
@@ -256,7 +297,7 @@ class SessionSender {
         return;
       }
       case 'large':
-        await this.#sendLarge(ahead);
+        await this.#sendLarge(ahead, offset);
         return;
       case 'stream':
         await this.#sendStream(ahead);
@@ -266,11 +307,13 @@ class SessionSender {
     }
   }
 
-  async #sendLarge(ahead: Extract<Ahead, { kind: 'large' }>): Promise<void> {
+  async #sendLarge(ahead: Extract<Ahead, { kind: 'large' }>, offered: number): Promise<void> {
     await this.#flush();
     const size = ahead.entry.size as number;
     const before = this.#bytesSent;
     try {
+      const resumeAt = offered > 0 ? await this.#settleResume(ahead, offered) : undefined;
+      const start = resumeAt?.offset ?? 0;
       const digest = await sendData(
         this.#channel,
         { path: ahead.absolute, name: ahead.entry.path, size, mode: 0, mtimeMs: 0, handle: ahead.handle },
@@ -280,17 +323,64 @@ class SessionSender {
           signal: this.#options.signal,
           frames: { maxBytes: MAX_DATA_FRAME, header: dataFrameHeader },
           buffers: (this.#buffers ??= pumpBuffers()),
+          resumeAt,
           onProgress: (bytes) => {
             // Not inside the optional call's arguments: those are skipped when there is no listener.
             this.#bytesSent = before + bytes;
-            this.#options.onProgress?.(this.#bytesSent);
+            this.#options.onProgress?.(this.#progress());
           },
         },
       );
+      if (start > 0) this.#counts.bytesSkipped += start;
       this.#sent(ahead.entry, size, digest);
     } finally {
       await ahead.handle.close().catch(() => {});
     }
+  }
+
+  /**
+   * The receiver offers to resume at `offered`: this side hashes its own first bytes
+   * (KeepAlives meanwhile, however long that takes), sends that digest as a Prefix, and
+   * the receiver's Resume says where the data starts: there, if its bytes are the same,
+   * else at 0. Returns the offset and the hash so far, or undefined to send it whole.
+   */
+  async #settleResume(ahead: Extract<Ahead, { kind: 'large' }>, offered: number): Promise<{ offset: number; hasher: Hasher } | undefined> {
+    const hasher = await createHasher(this.#options.hash);
+    let lastWrite = performance.now();
+    const read = await this.#replies.guard(
+      readPrefix(
+        ahead.handle,
+        offered,
+        (chunk) => {
+          hasher.update(chunk);
+          if (performance.now() - lastWrite > KEEPALIVE_EVERY_MS) {
+            lastWrite = performance.now();
+            sendKeepAlive(this.#channel).catch(() => {});
+          }
+        },
+        ahead.absolute,
+      ),
+    );
+    // A file now shorter than the offer cannot be the one the receiver holds part of.
+    const offset = read === offered ? offered : 0;
+    const prefix: Prefix = { id: ahead.entry.id, offset, hash: this.#options.hash, digest: offset > 0 ? hasher.snapshot() : (await createHasher(this.#options.hash)).digest() };
+    this.#queue(jsonFrame(FrameType.Prefix, prefix));
+    await this.#flush();
+    const answer = await this.#replies.resume(ahead.entry.id);
+    const size = ahead.entry.size as number;
+    if (answer.offset === offset && offset > 0) {
+      this.#options.onResume?.({ path: ahead.entry.path, size, offset, resumed: true });
+      return { offset, hasher };
+    }
+    if (answer.offset !== 0) throw new ProtocolError(`the receiver answered a prefix of ${offset} bytes with an offset of ${answer.offset}`);
+    const why = offset === 0 ? `${ahead.absolute} is shorter than the part the receiver kept` : (answer.message ?? 'the receiver did not resume it');
+    this.#options.onResume?.({ path: ahead.entry.path, size, offset: 0, resumed: false, why });
+    return undefined;
+  }
+
+  /** Bytes accounted for, for progress: those sent, and those the receiver did not need. */
+  #progress(): number {
+    return this.#bytesSent + this.#counts.bytesSkipped;
   }
 
   /** A stream of unknown size: Data frames as its chunks come, then the trailer with the count. */
@@ -308,7 +398,7 @@ class SessionSender {
           this.#queue(part);
         }
         this.#bytesSent += chunk.length;
-        this.#options.onProgress?.(this.#bytesSent);
+        this.#options.onProgress?.(this.#progress());
         this.#replies.throwIfFailed();
         if (this.#batchBytes >= BATCH_BYTES) await this.#flush();
       }
@@ -326,7 +416,7 @@ class SessionSender {
     this.#replies.expect(entry.id, { path: entry.path, bytes, digest });
     const trailer: EntryTrailer = { id: entry.id, bytes, hash: this.#options.hash, digest };
     this.#queue(jsonFrame(FrameType.Trailer, trailer));
-    this.#options.onProgress?.(this.#bytesSent);
+    this.#options.onProgress?.(this.#progress());
   }
 
   #onResult(result: Result & { sent: { path: string; bytes: number; digest: string } }): void {
@@ -359,7 +449,7 @@ class SessionSender {
     } else {
       this.#counts.skipped += 1;
     }
-    this.#options.onEntry?.({ path: item.path, type: 'file', outcome: item.failed ? 'failed' : 'skipped', bytes: 0, message: item.reason });
+    this.#options.onEntry?.({ path: item.path, type: 'file', outcome: item.failed ? 'failed' : 'skipped', bytes: 0, message: item.reason, remedy: item.remedy });
   }
 
   #failed(entry: Entry, error: FtxError, outcome: 'refused' | 'failed'): void {
@@ -374,10 +464,11 @@ class SessionSender {
 
   #finish(summary: Summary): SentSession {
     const counts = this.#counts;
-    if (summary.entries !== counts.entries || summary.stored !== counts.files + counts.folders) {
+    if (summary.entries !== counts.entries || summary.stored !== counts.files + counts.folders || summary.skipped !== counts.unchanged) {
       throw new ProtocolError(`the receiver's summary (${summary.stored} of ${summary.entries} entries stored) does not match what it confirmed (${counts.files + counts.folders} of ${counts.entries})`);
     }
     // A name and a digest belong to a session of one file; several entries have one each (onEntry).
+    if (counts.entries === 1 && counts.unchanged === 1) return { ...counts, digest: '' };
     if (counts.entries !== 1 || counts.files !== 1) return { ...counts, name: '', digest: '' };
     return counts;
   }
@@ -413,6 +504,8 @@ class SessionReplies {
   readonly #decisions = new Map<number, Decision>();
   #waiting: { id: number; resolve: (decision: Decision) => void } | undefined;
   readonly #expected = new Map<number, { path: string; bytes: number; digest: string }>();
+  #resume: Resume | undefined;
+  #resumeWaiting: { id: number; resolve: (resume: Resume) => void } | undefined;
   #summary: Summary | undefined;
   #summaryWaiter: ((summary: Summary) => void) | undefined;
   #error: FtxError | undefined;
@@ -444,6 +537,17 @@ class SessionReplies {
       return Promise.resolve(known);
     }
     return this.guard(new Promise<Decision>((resolve) => (this.#waiting = { id, resolve })));
+  }
+
+  /** The receiver's answer to the Prefix of entry `id` (one is outstanding at a time). */
+  resume(id: number): Promise<Resume> {
+    const known = this.#resume;
+    if (known) {
+      this.#resume = undefined;
+      if (known.id !== id) return Promise.reject(new ProtocolError(`${this.#channel.peerRole} answered a prefix of entry ${known.id}, not ${id}`));
+      return Promise.resolve(known);
+    }
+    return this.guard(new Promise<Resume>((resolve) => (this.#resumeWaiting = { id, resolve })));
   }
 
   /** A file's data and trailer are out: its Result is checked against this. */
@@ -516,6 +620,18 @@ class SessionReplies {
             } else {
               if (this.#decisions.size > SEND_AHEAD * 2) throw new ProtocolError(`${this.#channel.peerRole} sent decisions on entries it was not asked about`);
               this.#decisions.set(decision.id, decision);
+            }
+            break;
+          }
+          case FrameType.Resume: {
+            const resume = decodeResume(frame);
+            const waiting = this.#resumeWaiting;
+            if (this.#resume || (waiting && waiting.id !== resume.id)) throw new ProtocolError(`${this.#channel.peerRole} sent an answer to a prefix it was not sent`);
+            if (waiting) {
+              this.#resumeWaiting = undefined;
+              waiting.resolve(resume);
+            } else {
+              this.#resume = resume;
             }
             break;
           }

@@ -28,6 +28,8 @@ export interface TargetOptions {
   maxSize?: number | undefined;
   /** Store names starting with a dot at the top of a target folder. */
   allowDotFiles?: boolean | undefined;
+  /** Bytes of `path` a kept partial already holds (they need no free space); 0 if none. */
+  heldBytes?: ((path: string) => number) | undefined;
 }
 
 export interface IncomingFile {
@@ -75,7 +77,7 @@ export async function decideTarget(incoming: IncomingFile, peer: string, options
   if (existing && options.onConflict === 'refuse') await refuse('exists', `${what} already exists on the receiver`, 'rename');
 
   const freeBytes = await freeBytesIn(dirname(path));
-  if (freeBytes !== undefined && incoming.size > freeBytes) {
+  if (freeBytes !== undefined && incoming.size - (options.heldBytes?.(path) ?? 0) > freeBytes) {
     await refuse('no-space', `not enough free space on the receiver for ${formatBytes(incoming.size)}`);
   }
 

@@ -1,8 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { afterEach } from 'vitest';
+import { partialPaths } from '../../src/fs/partial.js';
 
 const folders: string[] = [];
 
@@ -51,4 +52,13 @@ export async function expectSameFile(actualPath: string, expectedPath: string): 
   const { expect } = await import('vitest');
   expect(actual.length, `size of ${actualPath}`).toBe(expected.length);
   expect(actual.equals(expected), `bytes of ${actualPath} equal ${expectedPath}`).toBe(true);
+}
+
+/**
+ * The names a cut transfer of `target` leaves for resume (fs/partial.ts): its hidden
+ * partial file and record, sorted as listFolder sorts. Never the target's own name.
+ */
+export function keptPartialNames(target: string, identity: string | null = null): string[] {
+  const paths = partialPaths(target, identity);
+  return [basename(paths.data), basename(paths.record)].sort();
 }

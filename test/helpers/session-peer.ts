@@ -147,7 +147,7 @@ export function brief(tree: Map<string, TreeNode>): string[] {
 
 /** ftx's temporary files (`.NAME.XXXXXXXX.ftx-part`), and anything else ending in .ftx-part, anywhere under `root`. */
 export async function temporaryFilesUnder(root: string): Promise<string[]> {
-  return [...(await treeOf(root)).keys()].filter((path) => /(^|\/)\.[^/]*\.ftx-part$/.test(path) || path.endsWith('.ftx-part'));
+  return [...(await treeOf(root)).keys()].filter((path) => path.endsWith('.ftx-part') || path.endsWith('.ftx-resume'));
 }
 
 /**
