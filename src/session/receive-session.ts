@@ -207,7 +207,8 @@ export async function receiveSession(
       const what = target.kind === 'file' ? `stores one file (at ${quoteName(basename(target.path))})` : 'writes one file to its standard output';
       await refuse('unsupported', `the receiver ${what}, and this session has ${open.entries === null ? 'several' : open.entries} entries; to receive folders or several files, give the receiver a folder`);
     }
-    if (target.kind === 'folder' && open.bytes !== null) {
+    // A resuming sender's total counts what the receiver may have already (files kept, partials): each file is checked on its own instead.
+    if (target.kind === 'folder' && open.bytes !== null && open.resume !== true) {
       const free = await freeBytesIn(target.root);
       if (free !== undefined && open.bytes > free) await refuse('no-space', `not enough free space on the receiver for ${formatBytes(open.bytes)}`);
     }
