@@ -271,6 +271,8 @@ describe('errors users hit: one line, documented exit code, nothing left behind'
     const slow = await slowProxy(recv.port, 256 * 1024);
     const send = runCli(['send', source, `127.0.0.1:${slow.port}`]);
     await recv.waitForLog((record) => record.event === 'receiving');
+    // Some file data is through (past the frames before it), so there is a part to keep.
+    await expect.poll(() => slow.forwarded(), { timeout: 10_000 }).toBeGreaterThan(64 * 1024);
     send.child.kill('SIGINT');
     expect(await send.exit).toBe(130);
     expect(await recv.exit).toBe(9);
@@ -303,6 +305,7 @@ describe('errors users hit: one line, documented exit code, nothing left behind'
     const slow = await slowProxy(recv.port, 256 * 1024);
     const send = runCli(['send', source, `127.0.0.1:${slow.port}`, '--json']);
     await recv.waitForLog((record) => record.event === 'receiving');
+    await expect.poll(() => slow.forwarded(), { timeout: 10_000 }).toBeGreaterThan(64 * 1024);
     send.child.kill('SIGHUP');
     expect(await send.exit).toBe(129);
     expect(send.child.signalCode).toBeNull();
@@ -363,7 +366,8 @@ function hasMount(): boolean {
 }
 
 /** Forwards client -> server at about `bytesPerSecond`, server -> client at full speed. */
-async function slowProxy(targetPort: number, bytesPerSecond: number): Promise<{ port: number; server: Server }> {
+async function slowProxy(targetPort: number, bytesPerSecond: number): Promise<{ port: number; server: Server; forwarded: () => number }> {
+  let forwarded = 0;
   const server = createServer((client: Socket) => {
     const upstream = connect({ host: '127.0.0.1', port: targetPort });
     upstream.pipe(client);
@@ -375,7 +379,10 @@ async function slowProxy(targetPort: number, bytesPerSecond: number): Promise<{ 
     client.pause();
     const timer = setInterval(() => {
       const chunk = client.read(Math.min(perTick, client.readableLength || perTick)) as Buffer | null;
-      if (chunk) upstream.write(chunk);
+      if (chunk) {
+        forwarded += chunk.length;
+        upstream.write(chunk);
+      }
       else client.read(0);
     }, 50);
     client.on('close', () => clearInterval(timer));
@@ -386,5 +393,5 @@ async function slowProxy(targetPort: number, bytesPerSecond: number): Promise<{ 
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
-  return { port: (server.address() as { port: number }).port, server };
+  return { port: (server.address() as { port: number }).port, server, forwarded: () => forwarded };
 }

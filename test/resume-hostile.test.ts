@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FrameType } from '../src/framing.js';
 import { partialPaths, readRecord } from '../src/fs/partial.js';
@@ -109,15 +109,15 @@ describe('a hostile sender against a receiver that keeps partials', () => {
     await peer.closed;
   });
 
-  it('a sender that does not ask to resume is never offered a partial, and leaves it alone', async () => {
+  it('a sender that does not ask to resume (--no-resume, an older ftx) is never offered a partial: it starts over, and the partial is dropped', async () => {
     await cutAttempt();
-    const paths = partialPaths(join(inbox, 'big.bin'), null);
     const peer = await acceptedSession((server as ServeHandle).port);
     await peer.write(fileEntry(1, 'big.bin', SIZE, { mtime: MTIME }));
     expect(await peer.reply()).toMatchObject({ type: 'Decision', body: { id: 1, action: 'store', offset: 0 } });
+    expect(await listFolder(inbox)).not.toContain(basename(partialPaths(join(inbox, 'big.bin'), null).record));
     await peer.write(Buffer.concat([dataFrame(data), trailerFrame(1, data)]));
     expect(await peer.reply()).toMatchObject({ type: 'Result', body: { ok: true } });
-    expect(readRecord(paths.record)?.durable).toBe(KEPT);
+    expect(await listFolder(inbox)).toEqual(['big.bin']);
   });
 
   it('an Open whose resume is not a boolean is a protocol error', async () => {

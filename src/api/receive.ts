@@ -87,7 +87,7 @@ export interface ReceiveHandle {
    * or rejects: with the transfer's error, or with InterruptedError once closed.
    */
   readonly done: Promise<ReceivedFile>;
-  /** Stops listening and cuts a transfer in flight (its partial file is removed). Resolves once all is closed. */
+  /** Stops listening and cuts a transfer in flight (its partial file is kept to resume, or removed: see PROTOCOL.md, Resume). Resolves once all is closed. */
   close(): Promise<void>;
 }
 
@@ -229,7 +229,7 @@ export async function receive(options: ReceiveOptions = {}): Promise<ReceiveHand
       const reason: unknown = options.signal?.aborted ? options.signal.reason : stopper.signal.reason;
       server.removeListener('connection', onConnection);
       // Each connection's handler hears the same signal: it tells its peer and hangs up.
-      // Let transfers in flight remove their partial files before settling.
+      // Let transfers in flight keep (or remove) their partial files before settling.
       void Promise.allSettled([...inFlight]).finally(() => finish(() => reject(isFtxError(reason) ? reason : new InterruptedError('the receiver was closed'))));
     });
 

@@ -52,9 +52,11 @@ export interface SendOptions {
   /** Prove the code a one-shot receiver printed instead (as `key`, derived from the code). Not with `key`. */
   code?: string | undefined;
   /**
-   * Aborting stops the transfer (the receiver removes its partial file). send() rejects
-   * with the abort reason when it is an FtxError (an InterruptedError gains "; the receiver
-   * discards the partial file" once data may have moved), else with an InterruptedError.
+   * Aborting stops the transfer (the receiver keeps a large file's part to resume, when
+   * `resume` is on, else removes it). send() rejects with the abort reason when it is an
+   * FtxError (an InterruptedError gains "; sending again resumes where it stopped", or
+   * "; the receiver discards the partial file" without resume, once data may have moved),
+   * else with an InterruptedError.
    */
   signal?: AbortSignal | undefined;
   /** Where diagnostic lines go (debug details, warnings such as an unverified classic receiver); none by default. */

@@ -69,7 +69,7 @@ export interface ServeOptions extends ReceivingOptions {
   onEntry?: ((entry: EntryOutcome & { peer: string; id: number }) => void) | undefined;
   /** A file is stored: complete, verified, durable under `path`; or a session has ended (see its `session` counts: some entries may have failed). */
   onTransferDone?: ((transfer: ReceivedFile & { id: number }) => void) | undefined;
-  /** A sender's file was refused, or its transfer failed (`accepted`: after its Accept, when its partial file was removed). */
+  /** A sender's file was refused, or its transfer failed (`accepted`: after its Accept; its partial file was kept to resume, or removed). */
   onTransferFailed?: ((failure: { id: number; peer: string; error: FtxError; accepted: boolean; identity?: string | undefined }) => void) | undefined;
   /** A connection that brought no file: a ping, a silent probe, or one dropped before its header (garbage, too slow, too many from its address). */
   onConnection?: ((event: ConnectionEvent) => void) | undefined;
@@ -109,7 +109,7 @@ export interface ServeHandle {
   readonly activeTransfers: number;
   /**
    * Stops accepting, lets transfers in flight finish for up to `graceMs` (default 30 s;
-   * 0: cut them now), then cuts the rest (their partial files are removed). Resolves with
+   * 0: cut them now), then cuts the rest (their partial files kept to resume, or removed). Resolves with
    * how many were cut. Calling it again with a shorter grace cuts sooner; every call
    * resolves with the same count once all is closed.
    */

@@ -91,7 +91,8 @@ export function lookUpPartial(finalPath: string, wanted: PartialWanted, maxAgeMs
   if (record.size !== wanted.size || !sameTime(record.mtime, wanted.mtime)) {
     return { kind: 'unusable', paths, why: 'the file changed since the earlier attempt (its size or modification time differs)' };
   }
-  if (record.durable === 0 || record.durable >= record.size) return { kind: 'none', paths, leftover: true };
+  // Every byte may be in (the cut came after the data, before the trailer): the sender then sends only its trailer.
+  if (record.durable === 0) return { kind: 'none', paths, leftover: true };
   if (record.durable > data.size) return { kind: 'unusable', paths, why: 'its partial file is shorter than its record says' };
   return { kind: 'usable', paths, record, offset: record.durable };
 }

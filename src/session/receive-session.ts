@@ -46,7 +46,7 @@ import {
 } from '../errors.js';
 import { FrameType, frameTypeName, type Frame } from '../framing.js';
 import { readFilePrefix } from '../fs/file-prefix.js';
-import { lookUpPartial, type PartialLookup } from '../fs/partial.js';
+import { lookUpPartial, partialPaths, removePartial, type PartialLookup } from '../fs/partial.js';
 import { discardSmallFile, placeSmallFile, SMALL_FILE_BYTES, writeSmallFile } from '../fs/small-file.js';
 import { isNameTaken, partialInUse, pickFreeName, StagedFile } from '../fs/staged-file.js';
 import { errorFromPeer, sendAccept } from '../handshake.js';
@@ -327,6 +327,7 @@ class SessionReceiver {
       this.#counts.unchanged += 1;
       this.#counts.bytesSkipped += entry.size ?? 0;
       this.#lastPath = decision.path;
+      this.#options.onProgress?.(this.#progress());
       await this.#send(FrameType.Decision, { id: entry.id, action: 'skip' } satisfies Decision);
       this.#options.onEntry?.({ path: entry.path, type: 'file', outcome: 'skipped', storedAs: decision.relative, bytes: 0 });
       await this.#settle();
@@ -369,7 +370,12 @@ class SessionReceiver {
    * partial that cannot be used (the file changed, it expired) is replaced, and said so.
    */
   async #stage(entry: Entry, path: string): Promise<{ staged: StagedFile; offset: number }> {
-    if (!this.#open.resume || entry.size === null) return { staged: await StagedFile.create(path, entry.mode), offset: 0 };
+    if (!this.#open.resume || entry.size === null) {
+      // A sender that starts over (--no-resume, or one that cannot resume): what an earlier attempt of its kept is of no more use.
+      const paths = partialPaths(path, this.#options.identity ?? null);
+      if (!partialInUse(paths.data)) removePartial(paths);
+      return { staged: await StagedFile.create(path, entry.mode), offset: 0 };
+    }
     const lookup = this.#lookUp(path, entry);
     this.#lookup = undefined;
     // Another transfer here is writing that name's partial right now: this one gets its own file.
@@ -487,7 +493,7 @@ class SessionReceiver {
     if (data.kind === 'small') {
       await this.#channel.readDataInto(length, bufferSink(data), this.#watch);
       this.#bytes += length;
-      this.#options.onProgress?.(this.#bytes);
+      this.#options.onProgress?.(this.#progress());
     } else {
       await data.incoming.take(this.#channel, length, this.#watch);
     }
@@ -505,7 +511,7 @@ class SessionReceiver {
       onProgress: (bytes: number) => {
         this.#bytes += bytes - counted;
         counted = bytes;
-        this.#options.onProgress?.(this.#bytes);
+        this.#options.onProgress?.(this.#progress());
       },
     };
     if (file.path === undefined) {
@@ -619,6 +625,11 @@ class SessionReceiver {
     const target = this.#target;
     const where = target.kind === 'folder' ? target.root : target.kind === 'file' ? target.path : target.label;
     return { ...counts, path: single ? this.#lastPath : where, bytes: this.#bytes, hash: this.#open.hash, digest: single ? this.#lastDigest : '' };
+  }
+
+  /** Bytes accounted for, for progress against the Open's total: those received, and those the sender did not need to send. */
+  #progress(): number {
+    return this.#bytes + this.#counts.bytesSkipped;
   }
 
   /** Entries are done in order: finishes the folders every entry of which is done. */

@@ -314,6 +314,7 @@ class SessionSender {
     try {
       const resumeAt = offered > 0 ? await this.#settleResume(ahead, offered) : undefined;
       const start = resumeAt?.offset ?? 0;
+      this.#counts.bytesSkipped += start;
       const digest = await sendData(
         this.#channel,
         { path: ahead.absolute, name: ahead.entry.path, size, mode: 0, mtimeMs: 0, handle: ahead.handle },
@@ -331,7 +332,6 @@ class SessionSender {
           },
         },
       );
-      if (start > 0) this.#counts.bytesSkipped += start;
       this.#sent(ahead.entry, size, digest);
     } finally {
       await ahead.handle.close().catch(() => {});
