@@ -28,6 +28,12 @@
  *   session  one large file inside a folder session (`ftx send DIR`) against the same file alone.
  *   stream   `cat FILE | ftx send - --name NAME` into `ftx recv - > out` against `cat | nc`.
  *   bigtree  100,000 files of 0-100 bytes in 100 folders in one session: peak RSS per side, files/s.
+ * Resume (issue #15):
+ *   resume   the --size file into ftx recv FILE on tmpfs, per round (order rotated): whole; cut at ~50%
+ *            (sender SIGKILLed once the receiver's partial holds half) then the same send again,
+ *            resuming; cut again then sent again with --no-resume. Bytes moved on the second
+ *            attempt / file, wall(resume) / wall(whole) and wall(no-resume) / wall(whole) in the
+ *            same round; the receiver's log splits the resume's time (prefix check, new bytes).
  *
  * Results: a table on stdout (also in bench/results/last-report.txt), everything (every run)
  * in bench/results/<timestamp>.json.
@@ -52,10 +58,11 @@ import { availableMemoryBytes, ensureDataFile, ensureServeFiles, ensureTool, fre
 import { MB, median, summarize } from './lib/stats.mjs';
 import { runTransfer } from './lib/transfer.mjs';
 import { ensureTree, runTreeTransfer, treePeers, warmTree } from './lib/trees.mjs';
+import { CUT_AT, cutTransfer, leftovers, RESUME_KINDS, resumePeer } from './lib/resume.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const GIB = 1024 ** 3;
-const SCENARIOS = ['large', 'memory', 'slow', 'startup', 'serve', 'digests', 'tree', 'session', 'stream', 'bigtree'];
+const SCENARIOS = ['large', 'memory', 'slow', 'startup', 'serve', 'digests', 'tree', 'session', 'stream', 'bigtree', 'resume'];
 const MEDIA = ['tmpfs', 'disk'];
 /** statfs(2) f_type of tmpfs and ramfs: memory, not a disk. */
 const MEMORY_FS_TYPES = new Set([0x01021994, 0x858458f6]);
@@ -83,6 +90,10 @@ const TARGET = {
   sessionVsAlone: 0.9,
   /** Below this tree files/s ratio to tar|nc on tmpfs, the tree scenario profiles one ftx run. */
   treeProfileBelow: 0.5,
+  /** Issue #15, a 1 GiB transfer cut at ~50% then resumed: bytes moved on the second attempt / the file. */
+  resumeBytesShare: 0.55,
+  /** ... and its wall time / a whole send's, same round (prefix verification included). */
+  resumeVsFull: 0.6,
 };
 /**
  * "Flat" RSS across file sizes: the largest file's peak may exceed the smallest's by at
@@ -115,7 +126,7 @@ const HELP = `Usage: npm run bench -- [options]      (or: node bench/run.mjs [op
   --bigtree-folders N  bigtree scenario: folders (default 100)
   --bigtree-max-size S bigtree scenario: each file 0..S bytes, random (default 100)
   --bigtree-rounds N   bigtree scenario: rounds (default 1)
-  (tree, session and stream run --rounds rounds; session and stream send a --size file)
+  (tree, session, stream and resume run --rounds rounds; session, stream and resume send a --size file)
   --only LIST          scenarios to run: ${SCENARIOS.join(',')}
   --skip LIST          scenarios to leave out
   --profile            also run one ftx transfer (default digest) under node --cpu-prof and list top self time
@@ -755,6 +766,95 @@ async function runBigTree(context) {
   return { tree: describeTree(tree), rounds: options.bigTreeRounds, medium, groups: order.map((peer) => treeGroup(runs, medium, peer.id)), runs };
 }
 
+// ---------------------------------------------------------------- resume (issue #15)
+
+/**
+ * The --size file into `ftx recv FILE` on tmpfs, three attempts per round (order rotated), each
+ * into a fresh folder: `full` (whole), `resume` (after a cut at CUT_AT: the same send again)
+ * and `no-resume` (after another cut: sent again with --no-resume). Ratios within a round.
+ */
+async function runResume(context) {
+  const { options, outDir } = context;
+  const lacking = lackingSpace(context, options.size);
+  if (lacking) return { skipped: lacking };
+  const source = await ensureDataFile(context.dataDir, options.size, log);
+  await warmCache(source.path);
+  const timeoutMs = transferTimeoutMs(source.size);
+  const common = { ftxBin: context.ftxBin, cwd: ROOT, timeBinary: context.timeBinary, limitSeconds: hardLimitSeconds(timeoutMs), defaultDigest: context.defaultDigest };
+  const runs = [];
+  for (let round = 1; round <= options.rounds; round++) {
+    for (const kind of rotated(RESUME_KINDS, round)) {
+      const folder = join(outDir, `resume-${kind}`);
+      rmSync(folder, { recursive: true, force: true });
+      mkdirSync(folder, { recursive: true });
+      const out = join(folder, 'out.bin');
+      let cut;
+      if (kind !== 'full') {
+        cut = await cutTransfer(source, { ...common, out, timeoutMs });
+        log(`resume ${round}/${options.rounds}  ${'cut'.padEnd(9)} ${describeCut(cut, source.size)}`);
+      }
+      const run =
+        cut && !cut.valid
+          ? { peer: kind, mode: 'file', bytes: source.size, valid: false, error: `the cut before it failed: ${cut.error}` }
+          : await runTransfer(resumePeer(kind, { ...common, cut }), 'file', source, { out, timeoutMs });
+      Object.assign(run, { round, kind, cut: cut ?? null, leftovers: run.valid ? leftovers(folder) : [] });
+      if (run.valid) {
+        const moved = run.selfReport?.bytesMoved;
+        run.bytesMovedShare = Number.isFinite(moved) ? moved / source.size : null;
+        run.movedMbps = Number.isFinite(moved) ? moved / MB / run.wallSeconds : null;
+        run.bothCpuSeconds = run.sender.cpuSeconds === null || run.receiver.cpuSeconds === null ? null : run.sender.cpuSeconds + run.receiver.cpuSeconds;
+      }
+      runs.push(run);
+      rmSync(folder, { recursive: true, force: true });
+      log(`resume ${round}/${options.rounds}  ${kind.padEnd(9)} ${describeResumeRun(run)}`);
+    }
+  }
+  const isFull = (candidate) => candidate.kind === 'full';
+  const wall = (run) => run.wallSeconds;
+  const groups = RESUME_KINDS.map((kind) => {
+    const mine = runs.filter((run) => run.kind === kind);
+    const valid = mine.filter((run) => run.valid);
+    const phase = (name) => summarize(valid.map((run) => run.selfReport?.phases?.[name]));
+    return {
+      kind,
+      runs: mine.length,
+      valid: valid.length,
+      errors: mine.filter((run) => !run.valid).map((run) => `round ${run.round}: ${run.error}`),
+      leftovers: valid.filter((run) => run.leftovers.length).map((run) => `round ${run.round}: ${run.leftovers.join(', ')}`),
+      cutShare: kind === 'full' ? null : summarize(valid.map((run) => run.cut.durableBytes / source.size)),
+      bytesMovedShare: summarize(valid.map((run) => run.bytesMovedShare)),
+      wallSeconds: summarize(valid.map(wall)),
+      mbps: summarize(valid.map((run) => run.mbps)),
+      movedMbps: summarize(valid.map((run) => run.movedMbps)),
+      vsFull: kind === 'full' ? null : sameRoundRatios(mine, runs, isFull, wall),
+      bothCpuSeconds: summarize(valid.map((run) => run.bothCpuSeconds)),
+      cpuVsFull: kind === 'full' ? null : sameRoundRatios(mine, runs, isFull, (run) => run.bothCpuSeconds),
+      senderPeakRssBytes: maxOf(valid.map((run) => run.sender.peakRssBytes)),
+      receiverPeakRssBytes: maxOf(valid.map((run) => run.receiver.peakRssBytes)),
+      phases: Object.fromEntries(['toReceiving', 'prefixCheck', 'data', 'exit'].map((name) => [name, phase(name)])),
+    };
+  });
+  const cuts = runs.filter((run) => run.cut?.valid).map((run) => run.cut);
+  return {
+    source: { path: source.path, bytes: source.size },
+    rounds: options.rounds,
+    cutAt: CUT_AT,
+    cuts: {
+      made: runs.filter((run) => run.cut).length,
+      valid: cuts.length,
+      /** Where the cuts fell: the record's durable bytes / the file. */
+      durableShare: summarize(cuts.map((cut) => cut.durableBytes / source.size)),
+      /** How far past the threshold the partial grew before the kill landed and the receiver closed it. */
+      overshootBytes: summarize(cuts.map((cut) => cut.partialBytes - cut.thresholdBytes)),
+      /** Bytes in the partial that its record does not vouch for (not durable when the receiver exited). */
+      notDurableBytes: summarize(cuts.map((cut) => cut.partialBytes - cut.durableBytes)),
+      secondsToCut: summarize(cuts.map((cut) => cut.seconds)),
+    },
+    groups,
+    runs,
+  };
+}
+
 // ---------------------------------------------------------------- helpers
 
 /**
@@ -794,6 +894,23 @@ function describeRun(run) {
   return (
     `${run.wallSeconds.toFixed(2)} s  ${run.mbps.toFixed(0)} MB/s  cpu/GiB send ${fixed(run.sender.cpuPerGiB, 2) ?? '-'} / recv ${fixed(run.receiver.cpuPerGiB, 2) ?? '-'}  ` +
     `rss send ${mb(run.sender.peakRssBytes)} / recv ${mb(run.receiver.peakRssBytes)} MB  ok`
+  );
+}
+
+function describeCut(cut, size) {
+  if (!cut.valid) return `INVALID: ${cut.error}`;
+  const share = (bytes) => (Number.isFinite(bytes) ? `${((bytes / size) * 100).toFixed(1)}%` : '-');
+  return `killed at ${share(cut.cutAtBytes)} after ${cut.seconds.toFixed(2)} s; kept ${share(cut.partialBytes)}, durable ${share(cut.durableBytes)} (receiver exit ${cut.receiverExit})`;
+}
+
+function describeResumeRun(run) {
+  if (!run.valid) return `INVALID: ${run.error}`;
+  const view = run.selfReport ?? {};
+  const prefix = view.phases?.prefixCheck;
+  return (
+    `${run.wallSeconds.toFixed(2)} s  ${run.mbps.toFixed(0)} MB/s  moved ${fixed((run.bytesMovedShare ?? NaN) * 100, 1) ?? '-'}% (${fixed(run.movedMbps, 0) ?? '-'} MB/s), skipped ${view.bytesSkipped ?? '-'}` +
+    `${typeof prefix === 'number' ? `  prefix check ${ms(prefix)} ms` : ''}  cpu both ${fixed(run.bothCpuSeconds, 2) ?? '-'} s  ${run.compared}` +
+    (run.leftovers.length ? `  LEFT: ${run.leftovers.join(', ')}` : '')
   );
 }
 
@@ -1005,7 +1122,49 @@ function evaluateTargets(results) {
     const vs = session.groups?.find((group) => group.peer === 'ftx-session')?.vs['ftx-alone']?.median ?? null;
     add(sessions, 'a file in a folder session / the same file alone, MB/s', vs, ratio(vs), `>= ${TARGET.sessionVsAlone.toFixed(2)}x`, vs === null ? null : vs >= TARGET.sessionVsAlone, session.skipped ? `skipped: ${session.skipped}` : vs === null ? 'no valid pair of runs' : '"about the same", as the bench reads it');
   }
-  return { targets, others, sessions };
+  // Resume (issue #15).
+  const resumeChecks = [];
+  const { resume } = results.scenarios;
+  if (resume) {
+    const group = (kind) => resume.groups?.find((entry) => entry.kind === kind);
+    const skipped = resume.skipped ? `skipped: ${resume.skipped}` : undefined;
+    const sizeNote = resume.source && resume.source.bytes !== TARGET.largeBytes ? `measured at ${sizeLabel(resume.source.bytes)}; the target is for ${sizeLabel(TARGET.largeBytes)}` : undefined;
+    const cutNote = resume.cuts?.valid ? `cuts at ${percent(resume.cuts.durableShare.median)} of the file (median; ${percent(resume.cuts.durableShare.min)}-${percent(resume.cuts.durableShare.max)})` : undefined;
+    const notes = (...parts) => parts.filter(Boolean).join('; ') || undefined;
+    const share = group('resume')?.bytesMovedShare;
+    const shareValue = share?.median ?? null;
+    add(
+      resumeChecks,
+      'resume after a cut at ~50%: bytes sent on the 2nd attempt / the file',
+      shareValue,
+      shareValue === null ? null : `${percent(shareValue)} [${percent(share.min)}-${percent(share.max)}]`,
+      `<= ${percent(TARGET.resumeBytesShare, 0)}`,
+      shareValue === null ? null : shareValue <= TARGET.resumeBytesShare,
+      skipped ?? (shareValue === null ? 'no valid resume' : notes(cutNote, sizeNote)),
+    );
+    const vs = group('resume')?.vsFull;
+    const vsValue = vs?.median ?? null;
+    add(
+      resumeChecks,
+      'resume wall / a whole send, same round (prefix check included)',
+      vsValue,
+      vsValue === null ? null : `${ratio(vsValue)} [${ratio(vs.min)}-${ratio(vs.max)}]`,
+      `<= ${TARGET.resumeVsFull.toFixed(1)}x`,
+      vsValue === null ? null : vsValue <= TARGET.resumeVsFull,
+      skipped ?? (vsValue === null ? 'no round with both valid' : sizeNote),
+    );
+    const whole = group('no-resume')?.vsFull;
+    add(
+      resumeChecks,
+      'sent again with --no-resume after a cut / a whole send, wall',
+      whole?.median ?? null,
+      whole ? `${ratio(whole.median)} [${ratio(whole.min)}-${ratio(whole.max)}]` : null,
+      '~1.00x (no goal)',
+      null,
+      skipped ?? (whole ? 'what the kept partial costs when it is not used' : 'no round with both valid'),
+    );
+  }
+  return { targets, others, sessions, resume: resumeChecks };
 }
 
 function printReport(results) {
@@ -1256,6 +1415,10 @@ function printReport(results) {
     for (const group of bigTree.groups) for (const error of group.errors) out.push(`   INVALID ${group.peer} ${oneLine(error)}`);
   }
 
+  const resume = results.scenarios.resume;
+  if (resume?.skipped) out.push('', `10. Resume: skipped: ${resume.skipped}`);
+  else if (resume) pushResume(out, resume);
+
   if (results.profile) {
     out.push('', `CPU profile of one ftx transfer (main thread self time; profiles in ${results.profile.dir})`);
     for (const [side, summary] of Object.entries(results.profile.sides)) {
@@ -1277,7 +1440,7 @@ function printReport(results) {
     }
   }
 
-  const { targets, others, sessions } = results.targets;
+  const { targets, others, sessions, resume: resumeChecks } = results.targets;
   if (targets.length) {
     out.push('', 'Targets (issue #12; same-round medians)');
     out.push(table(['target', 'measured', 'goal', 'status', 'note'], targets.map((target) => [target.name, target.display, target.goal, target.status, oneLine(target.note, 120)]), 'lrlll'));
@@ -1290,8 +1453,112 @@ function printReport(results) {
     out.push('', 'Sessions (protocol v2; same-round medians)');
     out.push(table(['check', 'measured', 'goal', 'status', 'note'], sessions.map((target) => [target.name, target.display, target.goal, target.status, oneLine(target.note, 120)]), 'lrlll'));
   }
+  if (resumeChecks.length) {
+    out.push('', 'Resume (issue #15; same-round medians)');
+    out.push(table(['check', 'measured', 'goal', 'status', 'note'], resumeChecks.map((target) => [target.name, target.display, target.goal, target.status, oneLine(target.note, 120)]), 'lrlll'));
+  }
   out.push('');
   return out.join('\n') + '\n';
+}
+
+/** 48.3%, from a share (0.483). */
+function percent(share, digits = 1) {
+  return typeof share === 'number' && Number.isFinite(share) ? `${(share * 100).toFixed(digits)}%` : null;
+}
+
+/** Section 10: medians per attempt, where the resume's time goes, then every round. */
+function pushResume(out, resume) {
+  const withRange = (summary) => (summary ? `${ratio(summary.median)} [${ratio(summary.min)}-${ratio(summary.max)}]` : null);
+  const percentSpread = (summary) => (summary && summary.median !== null ? `${percent(summary.median)} [${percent(summary.min)}-${percent(summary.max)}]` : null);
+  out.push(
+    '',
+    `10. Resume: ${sizeLabel(resume.source.bytes)} random into ftx recv FILE on tmpfs, ${resume.rounds} rounds, order rotated: sent whole; cut at ${percent(resume.cutAt, 0)} (sender SIGKILLed)`,
+    '    then the same send again (resumes); cut again then sent again with --no-resume',
+  );
+  out.push(
+    indent(
+      table(
+        ['attempt', 'ok', 'cut at [min-max]', 'sent [min-max]', 'wall s [min-max]', 'x whole wall [min-max]', 'MB/s file', 'MB/s sent', 'CPU s both', 'both x whole', 'RSS send MB', 'RSS recv MB'],
+        resume.groups.map((group) => [
+          group.kind,
+          `${group.valid}/${group.runs}`,
+          percentSpread(group.cutShare),
+          percentSpread(group.bytesMovedShare),
+          spread(group.wallSeconds, (value) => fixed(value, 2)),
+          group.kind === 'full' ? (group.valid ? '1.00x' : null) : withRange(group.vsFull),
+          fixed(group.mbps.median, 0),
+          fixed(group.movedMbps.median, 0),
+          fixed(group.bothCpuSeconds.median, 2),
+          group.kind === 'full' ? (group.valid ? '1.00x' : null) : ratio(group.cpuVsFull?.median),
+          mb(group.senderPeakRssBytes),
+          mb(group.receiverPeakRssBytes),
+        ]),
+        'll',
+      ),
+    ),
+  );
+  out.push(
+    "    cut at = the prefix the receiver kept (its .ftx-resume record's durable bytes) / the file; sent = the receiver's --json bytes",
+    "    (bytes that moved) / the file; wall from the sender's spawn until both exited; x whole = median of same-round ratios to the",
+    '    whole send. MB/s file = the file over the wall time; MB/s sent = the bytes that moved over it. CPU = user+sys of both sides.',
+    "    Every result byte-compared with the source (cmp); both summaries ok with the source's digest; moved + skipped = the file;",
+    "    resume must skip exactly the record's durable bytes (sender's bytesSkipped = receiver's), --no-resume none.",
+  );
+  out.push(
+    '    Where the time goes (median [min-max], the receiver\'s log, ms clock): spawn->receiving = start-up, connect, header;',
+    '    prefix check = receiving->resumed (both ends hash the kept prefix; before the first new byte); data = ->received (new bytes,',
+    '    final digest, fsync, rename); exit = received->both exited.',
+    indent(
+      table(
+        ['attempt', 'spawn->receiving ms', 'prefix check ms', 'data s', 'exit ms'],
+        resume.groups.map((group) => [
+          group.kind,
+          spread(group.phases.toReceiving, ms),
+          group.kind === 'resume' ? spread(group.phases.prefixCheck, ms) : null,
+          spread(group.phases.data, (value) => fixed(value, 2)),
+          spread(group.phases.exit, ms),
+        ]),
+        'l',
+      ),
+    ),
+  );
+  const cuts = resume.cuts;
+  out.push(
+    `    Cuts: ${cuts.valid}/${cuts.made} as expected (receiver exit 9, partial and record kept); the sender was killed ${spread(cuts.secondsToCut, (value) => fixed(value, 2)) ?? '-'} s after its spawn;`,
+    `    the partial grew ${spread(cuts.overshootBytes, mb) ?? '-'} MB past the ${percent(resume.cutAt, 0)} mark before the receiver closed it; bytes in it its record does not count: ${spread(cuts.notDurableBytes, mb) ?? '-'} MB.`,
+  );
+  const rounds = [...new Set(resume.runs.map((run) => run.round))];
+  const find = (round, kind) => resume.runs.find((run) => run.round === round && run.kind === kind);
+  const wallOf = (run) => (run?.valid ? fixed(run.wallSeconds, 2) : run ? 'INVALID' : null);
+  const vsWhole = (run, full) => (run?.valid && full?.valid ? ratio(run.wallSeconds / full.wallSeconds) : null);
+  out.push(
+    '    Per round:',
+    indent(
+      table(
+        ['round', 'order', 'whole s', 'cut at', 'sent', 'resume s', 'x whole', 'prefix check ms', 'cut at (2)', 'no-resume s', 'x whole'],
+        rounds.map((round) => {
+          const [full, resumed, whole] = ['full', 'resume', 'no-resume'].map((kind) => find(round, kind));
+          const order = resume.runs.filter((run) => run.round === round).map((run) => run.kind).join(',');
+          return [
+            round,
+            order,
+            wallOf(full),
+            percent(resumed?.cut?.durableBytes / resume.source.bytes),
+            resumed?.valid ? percent(resumed.bytesMovedShare) : null,
+            wallOf(resumed),
+            vsWhole(resumed, full),
+            resumed?.valid ? ms(resumed.selfReport?.phases?.prefixCheck) : null,
+            percent(whole?.cut?.durableBytes / resume.source.bytes),
+            wallOf(whole),
+            vsWhole(whole, full),
+          ];
+        }),
+        'rl',
+      ),
+    ),
+  );
+  for (const group of resume.groups) for (const error of group.errors) out.push(`    INVALID ${group.kind} ${oneLine(error)}`);
+  for (const group of resume.groups) for (const left of group.leftovers) out.push(`    left beside the stored file after ${group.kind}: ${left}`);
 }
 
 /** "4 KiB", "0-100 bytes" */
@@ -1493,6 +1760,7 @@ async function main() {
     if (options.scenarios.has('session')) results.scenarios.session = await runSessionFile(context);
     if (options.scenarios.has('stream')) results.scenarios.stream = await runStream(context);
     if (options.scenarios.has('bigtree')) results.scenarios.bigTree = await runBigTree(context);
+    if (options.scenarios.has('resume')) results.scenarios.resume = await runResume(context);
     if (options.profile) results.profile = await runProfile(context);
   } finally {
     cleanup();

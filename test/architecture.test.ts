@@ -90,6 +90,21 @@ describe('architecture', () => {
     expect(wrong).toEqual([]);
   });
 
+  it('library messages never name a CLI flag: the CLI adds those, keyed on the error code and remedy (src/cli/hints.ts)', () => {
+    // A string that holds " --word" or starts with "--word", outside comments; V8's own flag is not a CLI flag.
+    const flag = /(['"`]|\s)--[a-z][a-z-]+/;
+    const named = sourceFiles()
+      .filter((path) => !path.startsWith('cli/'))
+      .flatMap((path) =>
+        readFileSync(join(SRC, path), 'utf8')
+          .split('\n')
+          .map((line, index) => ({ at: `${path}:${index + 1}`, line: line.trim() }))
+          .filter(({ line }) => !line.startsWith('*') && !line.startsWith('//') && !line.startsWith('/*') && flag.test(line) && !line.includes("'--expose-gc'")),
+      )
+      .map(({ at, line }) => `${at}: ${line}`);
+    expect(named).toEqual([]);
+  });
+
   it('the four files the design fixes are at the top of src/, each the face of its layer', () => {
     for (const [path, layer] of [['framing.ts', 'codec'], ['handshake.ts', 'conversation'], ['sender.ts', 'ends'], ['receiver.ts', 'ends']] as const) {
       expect(LAYERS[layerOf(path)]?.[0], path).toBe(layer);

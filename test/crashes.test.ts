@@ -41,8 +41,9 @@ describe('crashes and signals mid-file (CLI)', () => {
     await expectLanded(where, kept);
   });
 
-  it('kill -9 the receiver: the sender exits 9 (not a timeout); the hidden partial stays (its record only if a checkpoint came first); no out.bin', async () => {
-    const { where, recv, send, kept } = await midFile();
+  it('kill -9 the receiver: the sender exits 9 (not a timeout); the hidden partial stays (its record only if a checkpoint came first, and the dead process\'s lock); no out.bin', async () => {
+    const { where, recv, send } = await midFile();
+    const kept = keptPartialNames(join(where.inbox, 'out.bin'), null, { lock: true });
     recv.child.kill('SIGKILL');
     expect(await recv.exit).toBe(128 + 9);
     expect(await send.exit, errorOf(send)).toBe(9);
@@ -66,6 +67,7 @@ describe('crashes and signals mid-file (CLI)', () => {
     expect(await again.exit).toBe(0);
     await expectSameFile(join(where.inbox, 'out.bin'), source);
     expect(await listFolder(where.inbox)).toEqual(['out.bin']);
+    expect(String(leftover.msg)).toMatch(/is kept from a transfer that was cut short/);
   });
 
   it('SIGINT the receiver with a real sender: receiver 130, sender 9, no file, only the partial to resume', async () => {

@@ -37,7 +37,7 @@ import {
 import { connectPsk } from '../src/transport/tls.js';
 import { runCli, summaryOf, type CliRun } from './helpers/cli.js';
 import { expectSameFile, keptPartialNames, listFolder, randomFile, tempFolder } from './helpers/files.js';
-import { errorOf, exitWithin, HOST, killAfterTest } from './helpers/harness.js';
+import { errorOf, exitWithin, HOST, killAfterTest, within } from './helpers/harness.js';
 import { sendTo, startReceiver } from './helpers/loopback.js';
 import { headerFrame, parseFrame, rawPeer } from './helpers/raw-peer.js';
 import { startRecordingProxy, type RecordingProxy } from './helpers/recording-proxy.js';
@@ -98,18 +98,6 @@ function splitArgs(args: string[]): [string[], string[]] {
 /** Log records with this event, as the CLI wrote them so far. */
 const eventsOf = (run: CliRun, event: string) => run.logs().filter((record) => record.event === event);
 
-/** Resolves as `promise` does, or rejects after `ms` saying what did not happen; leaves no timer behind. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`expected: ${what}, within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** A one-shot receiver is still running after `ms`: nothing made it exit. */
 async function expectStillRunning(run: CliRun, ms = 300): Promise<void> {

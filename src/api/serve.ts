@@ -388,7 +388,8 @@ export class ServeReceiver {
         if (this.#pathsInFlight.has(pathKey) && this.#perConnection.onConflict !== 'overwrite') {
           return { reason: 'exists', message: 'a file of that name is being received right now' };
         }
-        if (request.freeBytes !== undefined && request.size + this.#stillToWrite() > request.freeBytes) {
+        // A resumed file's kept bytes are on the disk already: only the rest needs room.
+        if (request.freeBytes !== undefined && request.size - (request.held ?? 0) + this.#stillToWrite() > request.freeBytes) {
           return { reason: 'no-space', message: `not enough free space on the receiver for ${formatBytes(request.size)} besides the transfers in progress; try again later` };
         }
         const overQuota = this.#overQuota(request);

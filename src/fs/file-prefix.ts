@@ -8,7 +8,12 @@ import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { localIoError } from '../errors.js';
 
-const PREFIX_CHUNK_BYTES = 1024 * 1024;
+/**
+ * 4 MiB reads, two buffers: the next read runs (in the thread pool) while this thread
+ * hashes the last one. Measured on the build machine, 512 MiB from the page cache took
+ * ~330 ms with 1 MiB reads hashed in turn (230 of them reading).
+ */
+const PREFIX_CHUNK_BYTES = 4 * 1024 * 1024;
 
 /**
  * Passes the first `length` bytes of `handle` to `onChunk`, in order; resolves with the
@@ -16,20 +21,30 @@ const PREFIX_CHUNK_BYTES = 1024 * 1024;
  * reused buffer: it must use the bytes before returning.
  */
 export async function readPrefix(handle: FileHandle, length: number, onChunk: (chunk: Buffer) => void, path: string): Promise<number> {
-  const buffer = Buffer.allocUnsafeSlow(Math.min(PREFIX_CHUNK_BYTES, Math.max(1, length)));
-  let position = 0;
-  while (position < length) {
-    let bytesRead: number;
+  const size = Math.min(PREFIX_CHUNK_BYTES, Math.max(1, length));
+  const buffers = [Buffer.allocUnsafeSlow(size), Buffer.allocUnsafeSlow(size)] as const;
+  const readAt = async (buffer: Buffer, position: number): Promise<number> => {
+    if (position >= length) return 0;
     try {
-      ({ bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, length - position), position));
+      return (await handle.read(buffer, 0, Math.min(buffer.length, length - position), position)).bytesRead;
     } catch (error) {
       throw localIoError(error, 'read', path);
     }
-    if (bytesRead === 0) break;
-    onChunk(buffer.subarray(0, bytesRead));
+  };
+  let position = 0;
+  let slot = 0;
+  let reading = readAt(buffers[0], 0);
+  for (;;) {
+    const bytesRead = await reading;
+    if (bytesRead === 0) return position;
+    const current = buffers[slot] as Buffer;
     position += bytesRead;
+    slot = 1 - slot;
+    // The next read goes into the other buffer while this one is handed on.
+    reading = readAt(buffers[slot] as Buffer, position);
+    reading.catch(() => {}); // Awaited at the top of the loop (or dropped with the error below).
+    onChunk(current.subarray(0, bytesRead));
   }
-  return position;
 }
 
 /** readPrefix on a file opened (and closed) for the purpose; never follows a link. */

@@ -16,13 +16,18 @@
  * themselves: the receiver hashes its prefix from disk and the sender proves it has the
  * same (session/receive-session.ts), so a damaged partial is caught before it is used.
  *
- * Pure bookkeeping: naming, reading and validating records. StagedFile writes them.
+ * One writer at a time, whatever the process: a lock file `.NAME.KEY.ftx-lock` made with
+ * O_EXCL holds the writer's process id. A lock whose process is gone (kill -9) is taken
+ * over; one whose process lives means the partial is in use, and a second transfer of
+ * the same name gets a temporary file of its own (not resumable) instead of touching it.
+ *
+ * Bookkeeping: naming, locking, reading and validating records. StagedFile writes them.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, constants, fstatSync, lstatSync, openSync, readSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { isDigestName, type DigestName } from '../digest/registry.js';
-import { RESUME_RECORD_SUFFIX, stemOf, TEMP_PREFIX, TEMP_SUFFIX } from './temp-names.js';
+import { RESUME_LOCK_SUFFIX, RESUME_RECORD_SUFFIX, stemOf, TEMP_PREFIX, TEMP_SUFFIX } from './temp-names.js';
 
 /** Keeps partial names under NAME_MAX (255 bytes) whatever the final name's length. */
 const MAX_STEM_BYTES = 200;
@@ -49,6 +54,7 @@ export interface PartialRecord {
 export interface PartialPaths {
   data: string;
   record: string;
+  lock: string;
 }
 
 /** Where the partial of `finalPath` for `identity` lives. */
@@ -57,7 +63,92 @@ export function partialPaths(finalPath: string, identity: string | null): Partia
   const stem = stemOf(name, MAX_STEM_BYTES);
   const key = createHash('sha256').update(`${identity ?? ''}\0${name}`).digest('hex').slice(0, 12);
   const base = join(dirname(finalPath), `${TEMP_PREFIX}${stem}.${key}`);
-  return { data: `${base}${TEMP_SUFFIX}`, record: `${base}${RESUME_RECORD_SUFFIX}` };
+  return { data: `${base}${TEMP_SUFFIX}`, record: `${base}${RESUME_RECORD_SUFFIX}`, lock: `${base}${RESUME_LOCK_SUFFIX}` };
+}
+
+/** A lock this young with no process id in it yet is being written right now, not left by a crash. */
+const UNWRITTEN_LOCK_MS = 10_000;
+
+/**
+ * Takes the partial's lock for this process: true when it is ours now, false when a live
+ * process (this one included: another transfer) holds it. A lock left by a process that
+ * is gone is taken over. Synchronous, so a caller that checks and takes it cannot be
+ * overtaken by another transfer of this process in between.
+ */
+export function lockPartial(paths: PartialPaths): boolean {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    let fd: number;
+    try {
+      fd = openSync(paths.lock, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || partialLocked(paths)) return false;
+      try {
+        unlinkSync(paths.lock);
+      } catch {
+        return false;
+      }
+      continue;
+    }
+    try {
+      writeSync(fd, `${process.pid}\n`);
+    } finally {
+      closeSync(fd);
+    }
+    return true;
+  }
+  return false;
+}
+
+/** Gives the lock back (the transfer is done, kept, or discarded). */
+export function unlockPartial(paths: PartialPaths): void {
+  try {
+    unlinkSync(paths.lock);
+  } catch {
+    // Gone already (a sweep, a hand).
+  }
+}
+
+/** Whether a live process holds the partial's lock (a lock without a process id counts while it is young). */
+export function partialLocked(paths: PartialPaths, now = Date.now()): boolean {
+  const stats = lstatSync(paths.lock, { throwIfNoEntry: false });
+  if (!stats) return false;
+  const holder = readLockHolder(paths.lock);
+  if (holder === undefined) return now - stats.mtimeMs < UNWRITTEN_LOCK_MS;
+  return isAlive(holder);
+}
+
+function readLockHolder(path: string): number | undefined {
+  const text = readSmallFile(path, 32)?.trim();
+  return text !== undefined && /^[1-9]\d{0,9}$/.test(text) ? Number(text) : undefined;
+}
+
+/** The first `maxBytes` of a small regular file, as text; undefined when it is missing, a link, or unreadable. */
+function readSmallFile(path: string, maxBytes: number): string | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  try {
+    if (!fstatSync(fd).isFile()) return undefined;
+    const bytes = Buffer.alloc(maxBytes);
+    return bytes.subarray(0, readSync(fd, bytes, 0, bytes.length, 0)).toString('utf8');
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Signal 0 asks whether the process exists; EPERM means it does (another user's). */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** What the receiver knows of an incoming file, to match a partial against. */
@@ -115,22 +206,8 @@ export function encodeRecord(record: PartialRecord): Buffer {
 
 /** Reads and checks a record; undefined when it is missing, torn, a link, or not one of ours. */
 export function readRecord(path: string): PartialRecord | undefined {
-  let fd: number;
-  try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch {
-    return undefined;
-  }
-  try {
-    if (!fstatSync(fd).isFile()) return undefined;
-    const bytes = Buffer.alloc(MAX_RECORD_BYTES);
-    const length = readSync(fd, bytes, 0, bytes.length, 0);
-    return parseRecord(bytes.subarray(0, length).toString('utf8'));
-  } catch {
-    return undefined;
-  } finally {
-    closeSync(fd);
-  }
+  const text = readSmallFile(path, MAX_RECORD_BYTES);
+  return text === undefined ? undefined : parseRecord(text);
 }
 
 export function parseRecord(text: string): PartialRecord | undefined {

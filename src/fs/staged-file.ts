@@ -22,8 +22,8 @@ import { constants, type Dirent } from 'node:fs';
 import { link, lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { localIoError } from '../errors.js';
-import { encodeRecord, removePartial, type PartialPaths, type PartialRecord } from './partial.js';
-import { CASE_PROBE_PREFIX, isTemporaryName, RESUME_RECORD_SUFFIX, stemOf, TEMP_PREFIX, TEMP_SUFFIX } from './temp-names.js';
+import { encodeRecord, removePartial, unlockPartial, type PartialPaths, type PartialRecord } from './partial.js';
+import { CASE_PROBE_PREFIX, isTemporaryName, RESUME_LOCK_SUFFIX, RESUME_RECORD_SUFFIX, stemOf, TEMP_PREFIX, TEMP_SUFFIX } from './temp-names.js';
 
 
 
@@ -153,9 +153,9 @@ export async function removeStaleLeftovers(folder: string, maxAgeMs: number, opt
   for (const leftover of await findLeftovers(folder, options)) {
     if (now - leftover.modified.getTime() < maxAgeMs) {
       // A young case probe is a receiver starting up right now, not a cut transfer; a
-      // record goes with its partial, which is what is reported.
+      // record and a lock go with their partial, which is what is reported.
       const name = basename(leftover.path);
-      if (!name.startsWith(CASE_PROBE_PREFIX) && !name.endsWith(RESUME_RECORD_SUFFIX)) kept.push(leftover);
+      if (!name.startsWith(CASE_PROBE_PREFIX) && !name.endsWith(RESUME_RECORD_SUFFIX) && !name.endsWith(RESUME_LOCK_SUFFIX)) kept.push(leftover);
       continue;
     }
     try {
@@ -170,23 +170,6 @@ export async function removeStaleLeftovers(folder: string, maxAgeMs: number, opt
 
 /** How often a resumable file's durable prefix is brought up to date while data arrives. */
 export const CHECKPOINT_EVERY_MS = 1000;
-
-/**
- * Partial files this process has open: a second transfer of the same name at the same
- * time (serve mode, --on-conflict overwrite) must neither reopen nor replace one, so it
- * gets a temporary file of its own (not resumable).
- */
-const livePartials = new Set<string>();
-
-/** Whether a transfer in this process is writing the partial file at `dataPath`. */
-export function partialInUse(dataPath: string): boolean {
-  return livePartials.has(dataPath);
-}
-
-function claimPartial(dataPath: string): void {
-  if (livePartials.has(dataPath)) throw new Error(`the partial file ${dataPath} is in use by another transfer`);
-  livePartials.add(dataPath);
-}
 
 /** What a resumable staged file records about itself (fs/partial.ts), besides its durable bytes. */
 export type ResumableFile = Omit<PartialRecord, 'version' | 'durable' | 'created'> & { created?: string };
@@ -219,18 +202,17 @@ export class StagedFile {
   /**
    * A staged file that outlives a cut transfer: written under the partial name fixed by
    * `paths` (fs/partial.ts), with its record brought up to date as its data becomes
-   * durable, and kept (keep()) rather than removed when the transfer fails. Whatever is
-   * at those names is replaced: the caller has decided it is not resumable.
+   * durable, and kept (keep()) rather than removed when the transfer fails. The caller
+   * holds the partial's lock (lockPartial), which this file gives back when it is done;
+   * whatever is at those names is replaced: the caller has decided it is not resumable.
    */
   static async createResumable(finalPath: string, mode: number, paths: PartialPaths, file: ResumableFile): Promise<StagedFile> {
-    // Claimed before the first await: a transfer of the same name deciding meanwhile sees it in use.
-    claimPartial(paths.data);
     removePartial(paths);
     let handle: FileHandle;
     try {
       handle = await open(paths.data, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode & 0o777);
     } catch (error) {
-      livePartials.delete(paths.data);
+      unlockPartial(paths);
       throw localIoError(error, 'create a file in', dirname(finalPath));
     }
     const record: PartialRecord = { version: 1, ...file, created: file.created ?? new Date().toISOString(), durable: 0 };
@@ -242,7 +224,6 @@ export class StagedFile {
    * is cut off, since no record vouches for it.
    */
   static async reopen(finalPath: string, paths: PartialPaths, record: PartialRecord, offset: number): Promise<StagedFile> {
-    claimPartial(paths.data);
     let handle: FileHandle;
     try {
       handle = await open(paths.data, constants.O_WRONLY | constants.O_NOFOLLOW);
@@ -250,7 +231,7 @@ export class StagedFile {
       if (!stats.isFile() || stats.nlink !== 1 || stats.size < offset) throw Object.assign(new Error('the partial file is not what its record says'), { code: 'EINVAL' });
       await handle.truncate(offset);
     } catch (error) {
-      livePartials.delete(paths.data);
+      unlockPartial(paths);
       throw localIoError(error, 'resume', finalPath);
     }
     return new StagedFile(finalPath, paths.data, handle, { record: { ...record, durable: offset }, paths }, offset);
@@ -337,19 +318,15 @@ export class StagedFile {
     try {
       await this.#checkpoint;
       await this.checkpoint();
-      const handle = this.#handle as FileHandle;
+      await (this.#handle as FileHandle).close();
       this.#handle = undefined;
       this.#state = 'kept';
-      livePartials.delete(this.tempPath);
-      await handle.close();
     } catch {
       await this.discard();
       return 0;
     }
-    if (this.#resumable.record.durable === 0) {
-      removePartial(this.#resumable.paths);
-      return 0;
-    }
+    if (this.#resumable.record.durable === 0) removePartial(this.#resumable.paths);
+    unlockPartial(this.#resumable.paths);
     return this.#resumable.record.durable;
   }
 
@@ -434,9 +411,11 @@ export class StagedFile {
       if (options.replace) await rename(this.tempPath, finalPath);
       else await placeWithoutClobbering(this.tempPath, finalPath);
       this.#state = 'committed';
-      livePartials.delete(this.tempPath);
       // The file is whole under its name: its record describes nothing any more.
-      if (this.#resumable) await unlink(this.#resumable.paths.record).catch(() => {});
+      if (this.#resumable) {
+        await unlink(this.#resumable.paths.record).catch(() => {});
+        unlockPartial(this.#resumable.paths);
+      }
     } catch (error) {
       if (isNameTaken(error)) throw error;
       await this.discard();
@@ -456,7 +435,7 @@ export class StagedFile {
     await handle?.close().catch(() => {});
     if (this.#resumable) await unlink(this.#resumable.paths.record).catch(() => {});
     await unlink(this.tempPath).catch(() => {});
-    livePartials.delete(this.tempPath);
+    if (this.#resumable) unlockPartial(this.#resumable.paths);
   }
 
   #requireOpen(): FileHandle {

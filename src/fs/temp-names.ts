@@ -10,6 +10,9 @@ export const TEMP_SUFFIX = '.ftx-part';
 /** Suffix of a partial file's record (fs/partial.ts): `.NAME.KEY.ftx-resume`. */
 export const RESUME_RECORD_SUFFIX = '.ftx-resume';
 
+/** Suffix of a partial file's lock, held by the process writing it (fs/partial.ts): `.NAME.KEY.ftx-lock`. */
+export const RESUME_LOCK_SUFFIX = '.ftx-lock';
+
 /** Start of the case-folding probe's name (case-folding.ts): a temporary file, but no transfer's. */
 export const CASE_PROBE_PREFIX = `${TEMP_PREFIX}ftx-case-probe.`;
 
@@ -29,7 +32,7 @@ export function stemOf(name: string, maxBytes: number): string {
   return stem;
 }
 
-/** A temporary file of ftx's: a file being received, a partial kept for resume, or its record. */
+/** A temporary file of ftx's: a file being received, a partial kept for resume, its record or its lock. */
 export function isTemporaryName(name: string): boolean {
-  return name.startsWith(TEMP_PREFIX) && (name.endsWith(TEMP_SUFFIX) || name.endsWith(RESUME_RECORD_SUFFIX));
+  return name.startsWith(TEMP_PREFIX) && (name.endsWith(TEMP_SUFFIX) || name.endsWith(RESUME_RECORD_SUFFIX) || name.endsWith(RESUME_LOCK_SUFFIX));
 }

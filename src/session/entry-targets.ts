@@ -190,7 +190,8 @@ export class EntryTargets {
         if (!free || Buffer.byteLength(basename(free), 'utf8') > MAX_NAME_BYTES) return refuse('exists', `${quoted} and too many numbered copies of it exist on the receiver`, 'rename');
         path = free;
       }
-      const request: TransferRequest = { path, size: size ?? 0, freeBytes, peer: '', bytesWritten: () => 0 };
+      const held = this.#options.heldBytes?.(path, entry) ?? 0;
+      const request: TransferRequest = { path, size: size ?? 0, freeBytes, peer: '', held, bytesWritten: () => held };
       const refusal = this.#policy.claim(request);
       if (!refusal) return { action: 'store', type: 'file', path, relative: join(parent.relative, basename(path)), request };
       if (!(refusal.reason === 'exists' && this.#options.onConflict === 'rename')) return refuse(refusal.reason, refusal.message);

@@ -15,8 +15,13 @@ export interface TransferRequest {
   freeBytes: number | undefined;
   /** The sender's address, "host:port". */
   peer: string;
-  /** Bytes of this transfer already on disk (statfs no longer counts them as free). */
+  /**
+   * Bytes of this transfer already on disk (statfs no longer counts them as free): what
+   * it has written, from the start of the file (a resumed file's kept bytes included).
+   */
   bytesWritten(): number;
+  /** Bytes a kept partial holds when the transfer is decided (a resumed file): they need no free space. */
+  held?: number | undefined;
   /** Set once the file is under its final name (what a quota then counts as stored). */
   committed?: boolean | undefined;
 }

@@ -46,9 +46,9 @@ import {
 } from '../errors.js';
 import { FrameType, frameTypeName, type Frame } from '../framing.js';
 import { readFilePrefix } from '../fs/file-prefix.js';
-import { lookUpPartial, partialPaths, removePartial, type PartialLookup } from '../fs/partial.js';
+import { lockPartial, lookUpPartial, partialLocked, partialPaths, removePartial, unlockPartial, type PartialLookup } from '../fs/partial.js';
 import { discardSmallFile, placeSmallFile, SMALL_FILE_BYTES, writeSmallFile } from '../fs/small-file.js';
-import { isNameTaken, partialInUse, pickFreeName, StagedFile } from '../fs/staged-file.js';
+import { isNameTaken, pickFreeName, StagedFile } from '../fs/staged-file.js';
 import { errorFromPeer, sendAccept } from '../handshake.js';
 import type { Channel, DataSink, FloorWatch } from '../protocol/channel.js';
 import {
@@ -373,13 +373,17 @@ class SessionReceiver {
     if (!this.#open.resume || entry.size === null) {
       // A sender that starts over (--no-resume, or one that cannot resume): what an earlier attempt of its kept is of no more use.
       const paths = partialPaths(path, this.#options.identity ?? null);
-      if (!partialInUse(paths.data)) removePartial(paths);
+      if (lockPartial(paths)) {
+        removePartial(paths);
+        unlockPartial(paths);
+      }
       return { staged: await StagedFile.create(path, entry.mode), offset: 0 };
     }
     const lookup = this.#lookUp(path, entry);
     this.#lookup = undefined;
-    // Another transfer here is writing that name's partial right now: this one gets its own file.
-    if (partialInUse(lookup.paths.data)) return { staged: await StagedFile.create(path, entry.mode), offset: 0 };
+    // Another transfer (of this process or another) is writing that name's partial right
+    // now: this one gets a temporary file of its own, and leaves that one alone.
+    if (!lockPartial(lookup.paths)) return { staged: await StagedFile.create(path, entry.mode), offset: 0 };
     if (lookup.kind === 'usable') {
       try {
         return { staged: await StagedFile.reopen(path, lookup.paths, lookup.record, lookup.offset), offset: lookup.offset };
@@ -405,7 +409,7 @@ class SessionReceiver {
   #heldBytes(path: string, entry: Entry): number {
     if (!this.#open.resume || entry.size === null || entry.size <= SMALL_FILE_BYTES) return 0;
     const lookup = this.#lookUp(path, entry);
-    return lookup.kind === 'usable' && !partialInUse(lookup.paths.data) ? lookup.offset : 0;
+    return lookup.kind === 'usable' && !partialLocked(lookup.paths) ? lookup.offset : 0;
   }
 
   /**

@@ -93,7 +93,8 @@ export async function decideTarget(incoming: IncomingFile, peer: string, options
         await refuse('bad-name', `${what} exists on the receiver, and its numbered copy ${quoteName(basename(path))} would be longer than ${MAX_NAME_BYTES} bytes`, 'rename');
       }
     }
-    const request: TransferRequest = { path, size: incoming.size, freeBytes, peer, bytesWritten: () => 0 };
+    const held = options.heldBytes?.(path) ?? 0;
+    const request: TransferRequest = { path, size: incoming.size, freeBytes, peer, held, bytesWritten: () => held };
     const refusal = policy.claim(request);
     if (!refusal) return request;
     // Another transfer claimed the name we picked while we looked: pick again.

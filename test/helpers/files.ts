@@ -56,9 +56,10 @@ export async function expectSameFile(actualPath: string, expectedPath: string): 
 
 /**
  * The names a cut transfer of `target` leaves for resume (fs/partial.ts): its hidden
- * partial file and record, sorted as listFolder sorts. Never the target's own name.
+ * partial file and record, sorted as listFolder sorts; with `lock`, also the lock a
+ * killed receiver could not give back. Never the target's own name.
  */
-export function keptPartialNames(target: string, identity: string | null = null): string[] {
+export function keptPartialNames(target: string, identity: string | null = null, options: { lock?: boolean } = {}): string[] {
   const paths = partialPaths(target, identity);
-  return [basename(paths.data), basename(paths.record)].sort();
+  return [basename(paths.data), basename(paths.record), ...(options.lock ? [basename(paths.lock)] : [])].sort();
 }

@@ -108,3 +108,16 @@ export function errorOf(run: CliRun): string {
   const record = run.logs().find((line) => line.level === 50);
   return String(record?.msg ?? run.stderr());
 }
+
+/** Resolves as `promise` does, or rejects after `ms` saying what did not happen; leaves no timer behind. */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`expected: ${what}, within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
