@@ -684,7 +684,7 @@ describe('what an eavesdropper records', () => {
 });
 
 describe('tampering on the wire', () => {
-  it('one byte flipped in the middle of the encrypted upstream: the receiver exits 6 (integrity), the sender 6 or 9, no file stored, no temp file left', async () => {
+  it('one byte flipped in the middle of the encrypted upstream: the receiver exits 6 (integrity), the sender 6 or 9, no file stored, only the authenticated part kept to resume', async () => {
     const keys = await tempFolder();
     const outbox = await tempFolder();
     const inbox = await tempFolder();

@@ -212,7 +212,6 @@ export class StagedFile {
     try {
       handle = await open(paths.data, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode & 0o777);
     } catch (error) {
-      unlockPartial(paths);
       throw localIoError(error, 'create a file in', dirname(finalPath));
     }
     const record: PartialRecord = { version: 1, ...file, created: file.created ?? new Date().toISOString(), durable: 0 };
@@ -221,17 +220,18 @@ export class StagedFile {
 
   /**
    * A kept partial, reopened to go on from `offset` (its durable bytes): anything beyond
-   * is cut off, since no record vouches for it.
+   * is cut off, since no record vouches for it. The caller holds the partial's lock, as
+   * for createResumable; if this fails, the lock is still the caller's.
    */
   static async reopen(finalPath: string, paths: PartialPaths, record: PartialRecord, offset: number): Promise<StagedFile> {
-    let handle: FileHandle;
+    let handle: FileHandle | undefined;
     try {
       handle = await open(paths.data, constants.O_WRONLY | constants.O_NOFOLLOW);
       const stats = await handle.stat();
       if (!stats.isFile() || stats.nlink !== 1 || stats.size < offset) throw Object.assign(new Error('the partial file is not what its record says'), { code: 'EINVAL' });
       await handle.truncate(offset);
     } catch (error) {
-      unlockPartial(paths);
+      await handle?.close().catch(() => {});
       throw localIoError(error, 'resume', finalPath);
     }
     return new StagedFile(finalPath, paths.data, handle, { record: { ...record, durable: offset }, paths }, offset);

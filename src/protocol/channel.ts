@@ -19,6 +19,7 @@ import { ConnectionLostError, IntegrityError, InternalError, isFtxError, Timeout
 import { FRAME_HEADER_BYTES, FrameDecoder, type Frame } from '../framing.js';
 import { CONNECTION_CLOSED, type ByteSource, type DataSink } from '../transport/byte-source.js';
 import { nudgeGarbageCollector } from '../util/gc-nudge.js';
+import { FailureGate } from '../util/failure-gate.js';
 import { within } from '../util/timers.js';
 import { formatBytes, formatProgress } from '../util/units.js';
 
@@ -451,14 +452,8 @@ export class FloorWatch {
   #bytes = 0;
   #waitingSince: number | undefined = performance.now();
   #timer: NodeJS.Timeout | undefined;
-  /**
-   * The guarded waits in flight, to reject if the floor fails. Each is dropped when its
-   * work settles: racing every wait of a session against one long-lived promise would
-   * leave a reaction on it per wait, and with it every frame read (a session of 100,000
-   * files grew by ~2 KB per file).
-   */
-  readonly #waiting = new Set<(error: TimeoutError) => void>();
-  #failure: TimeoutError | undefined;
+  /** The guarded waits in flight, rejected if the floor fails. */
+  readonly #gate = new FailureGate<TimeoutError>();
 
   constructor(floor: RateFloor | undefined, peerRole: string) {
     this.#floor = floor;
@@ -471,24 +466,7 @@ export class FloorWatch {
 
   /** Races `work` against the floor: a floor failure rejects at once. */
   guard<T>(work: Promise<T>): Promise<T> {
-    if (!this.#floor) return work;
-    if (this.#failure) {
-      work.catch(() => {});
-      return Promise.reject(this.#failure);
-    }
-    return new Promise<T>((resolve, reject) => {
-      this.#waiting.add(reject);
-      work.then(
-        (value) => {
-          this.#waiting.delete(reject);
-          resolve(value);
-        },
-        (error: unknown) => {
-          this.#waiting.delete(reject);
-          reject(error);
-        },
-      );
-    });
+    return this.#floor ? this.#gate.guard(work) : work;
   }
 
   progress(bytes: number): void {
@@ -515,11 +493,11 @@ export class FloorWatch {
     const waited = this.#waitedMs + (this.#waitingSince === undefined ? 0 : performance.now() - this.#waitingSince);
     if (waited < floor.windowMs + graceMs) return;
     if (this.#bytes < (floor.bytesPerSecond * waited) / 1000) {
-      this.#failure ??= new TimeoutError(
-        `${this.#peerRole} sent only ${formatBytes(this.#bytes)} in ${(waited / 1000).toFixed(1)} s, below the minimum rate of ${formatBytes(floor.bytesPerSecond)}/s; the link is too slow or the peer stalled`,
+      this.#gate.fail(
+        new TimeoutError(
+          `${this.#peerRole} sent only ${formatBytes(this.#bytes)} in ${(waited / 1000).toFixed(1)} s, below the minimum rate of ${formatBytes(floor.bytesPerSecond)}/s; the link is too slow or the peer stalled`,
+        ),
       );
-      for (const reject of this.#waiting) reject(this.#failure);
-      this.#waiting.clear();
       return;
     }
     this.#waitedMs = 0;

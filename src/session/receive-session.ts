@@ -384,17 +384,23 @@ class SessionReceiver {
     // Another transfer (of this process or another) is writing that name's partial right
     // now: this one gets a temporary file of its own, and leaves that one alone.
     if (!lockPartial(lookup.paths)) return { staged: await StagedFile.create(path, entry.mode), offset: 0 };
-    if (lookup.kind === 'usable') {
-      try {
-        return { staged: await StagedFile.reopen(path, lookup.paths, lookup.record, lookup.offset), offset: lookup.offset };
-      } catch (error) {
-        this.#options.onResume?.({ path: entry.path, size: entry.size, offset: 0, resumed: false, why: `its partial file could not be reopened (${error instanceof Error ? error.message : String(error)})` });
+    // The lock is ours from here: the staged file gives it back when it is done; if none is made, we do.
+    try {
+      if (lookup.kind === 'usable') {
+        try {
+          return { staged: await StagedFile.reopen(path, lookup.paths, lookup.record, lookup.offset), offset: lookup.offset };
+        } catch (error) {
+          this.#options.onResume?.({ path: entry.path, size: entry.size, offset: 0, resumed: false, why: `its partial file could not be reopened (${error instanceof Error ? error.message : String(error)})` });
+        }
+      } else if (lookup.kind === 'unusable') {
+        this.#options.onResume?.({ path: entry.path, size: entry.size, offset: 0, resumed: false, why: lookup.why });
       }
-    } else if (lookup.kind === 'unusable') {
-      this.#options.onResume?.({ path: entry.path, size: entry.size, offset: 0, resumed: false, why: lookup.why });
+      const file = { target: basename(path), size: entry.size, mtime: entry.mtime ?? null, hash: this.#open.hash, identity: this.#options.identity ?? null };
+      return { staged: await StagedFile.createResumable(path, entry.mode ?? 0o666, lookup.paths, file), offset: 0 };
+    } catch (error) {
+      unlockPartial(lookup.paths);
+      throw error;
     }
-    const file = { target: basename(path), size: entry.size, mtime: entry.mtime ?? null, hash: this.#open.hash, identity: this.#options.identity ?? null };
-    return { staged: await StagedFile.createResumable(path, entry.mode ?? 0o666, lookup.paths, file), offset: 0 };
   }
 
   #lookUp(path: string, entry: Entry): PartialLookup {

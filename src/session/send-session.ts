@@ -57,6 +57,7 @@ import {
   type Resume,
   type Summary,
 } from '../protocol/messages.js';
+import { FailureGate } from '../util/failure-gate.js';
 import { sendData } from './outgoing.js';
 import { MAX_LISTED_FAILURES, type ResumeEvent, type SessionCounts } from './receive-session.js';
 
@@ -508,9 +509,8 @@ class SessionReplies {
   #resumeWaiting: { id: number; resolve: (resume: Resume) => void } | undefined;
   #summary: Summary | undefined;
   #summaryWaiter: ((summary: Summary) => void) | undefined;
-  #error: FtxError | undefined;
   #reject!: (error: FtxError) => void;
-  readonly #guarded = new Set<(error: FtxError) => void>();
+  readonly #gate = new FailureGate<FtxError>();
   #stopped = false;
   /** Rejects when the session fails on the receiver's side; never resolves. */
   readonly failure: Promise<never>;
@@ -560,42 +560,21 @@ class SessionReplies {
     return this.guard(new Promise<Summary>((resolve) => (this.#summaryWaiter = resolve)));
   }
 
-  /**
-   * `work`, or the session's failure if that comes first. The waits in flight are kept
-   * in a set and dropped as they settle: racing each against the long-lived `failure`
-   * would leave a reaction on it per wait, holding what each resolved with, for the
-   * whole session.
-   */
+  /** `work`, or the session's failure if that comes first (util/failure-gate.ts). */
   guard<T>(work: Promise<T>): Promise<T> {
-    if (this.#error) {
-      work.catch(() => {});
-      return Promise.reject(this.#error);
-    }
-    return new Promise<T>((resolve, reject) => {
-      this.#guarded.add(reject);
-      work.then(
-        (value) => {
-          this.#guarded.delete(reject);
-          resolve(value);
-        },
-        (error: unknown) => {
-          this.#guarded.delete(reject);
-          reject(error);
-        },
-      );
-    });
+    return this.#gate.guard(work);
   }
 
   throwIfFailed(): void {
-    if (this.#error) throw this.#error;
+    const failure = this.#gate.failure;
+    if (failure) throw failure;
   }
 
   fail(error: FtxError): void {
-    if (this.#error) return;
-    this.#error = error;
+    if (this.#gate.failure) return;
+    // The long-lived `failure` first (it stops a pump in flight), then the guarded waits.
     this.#reject(error);
-    for (const reject of this.#guarded) reject(error);
-    this.#guarded.clear();
+    this.#gate.fail(error);
   }
 
   stop(): void {
