@@ -16,8 +16,8 @@ import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { encodeRecord, lockPartial, lookUpPartial, parseRecord, partialLocked, partialPaths, readRecord, removePartial, unlockPartial, type PartialPaths, type PartialRecord } from '../src/fs/partial.js';
-import { CHECKPOINT_EVERY_MS, findLeftovers, StagedFile } from '../src/fs/staged-file.js';
+import { encodeRecord, lockPartial, lookUpPartial, nextRecordPath, parseRecord, partialLocked, partialPaths, readRecord, removePartial, unlockPartial, type PartialPaths, type PartialRecord } from '../src/fs/partial.js';
+import { CHECKPOINT_EVERY_MS, findLeftovers, removeStaleLeftovers, StagedFile } from '../src/fs/staged-file.js';
 import { isTemporaryName } from '../src/fs/temp-names.js';
 import { tempFolder } from './helpers/files.js';
 
@@ -527,5 +527,37 @@ describe('lockPartial: one writer per partial, whatever the process', () => {
     utimesSync(paths.lock, old, old);
     expect(lockPartial(paths)).toBe(true);
     unlockPartial(paths);
+  });
+});
+
+describe('sweeps and records around a live transfer', () => {
+  it('the sweep never removes a partial whose lock a live process holds, however old its files are', async () => {
+    const folder = await tempFolder();
+    const paths = partialPaths(join(folder, 'big.iso'), null);
+    writeFileSync(paths.data, 'half');
+    writeFileSync(paths.record, encodeRecord({ version: 1, target: 'big.iso', size: 8, mtime: null, hash: 'blake3', identity: null, created: new Date(0).toISOString(), durable: 4 }));
+    expect(lockPartial(paths)).toBe(true);
+    const old = (Date.now() - 30 * 86_400_000) / 1000;
+    for (const path of [paths.data, paths.record, paths.lock]) utimesSync(path, old, old);
+    const held = await removeStaleLeftovers(folder, 86_400_000);
+    expect(held.removed).toEqual([]);
+    expect(held.kept.map((leftover) => basename(leftover.path))).toEqual([basename(paths.data)]);
+    unlockPartial(paths);
+    const gone = await removeStaleLeftovers(folder, 86_400_000);
+    expect(gone.removed.map((leftover) => basename(leftover.path)).sort()).toEqual([basename(paths.data), basename(paths.record)].sort());
+  });
+
+  it('a checkpoint writes the record beside it and renames it over: no next-record file is left, the record is whole', async () => {
+    const folder = await tempFolder();
+    const target = join(folder, 'big.iso');
+    const paths = partialPaths(target, null);
+    expect(lockPartial(paths)).toBe(true);
+    const staged = await StagedFile.createResumable(target, 0o644, paths, { target: 'big.iso', size: 10, mtime: null, hash: 'blake3', identity: null });
+    await staged.writeAt(Buffer.from('hello'), 0);
+    await staged.checkpoint();
+    expect(readRecord(paths.record)?.durable).toBe(5);
+    expect(existsSync(nextRecordPath(paths))).toBe(false);
+    expect(await staged.keep()).toBe(5);
+    expect(existsSync(paths.lock)).toBe(false);
   });
 });

@@ -207,8 +207,8 @@ function receivingOptions(args: RecvArgs, output: Output): ReceivingOptions {
 function reportResume(output: Output, event: ResumeEvent & { peer?: string }, side: 'send' | 'recv'): void {
   const { path, size, offset, why } = event;
   if (event.resumed) {
-    const whose = side === 'send' ? 'the receiver has' : 'kept from an earlier attempt';
-    output.log.info({ event: 'resumed', path, size, offset }, `resuming ${path} at ${formatProgress(offset, size)} (${whose}; both ends checked it is the same)`);
+    const whose = side === 'send' ? 'the receiver kept that much from an earlier attempt' : 'kept from an earlier attempt';
+    output.log.info({ event: 'resumed', path, size, offset }, `resuming ${path} from ${formatProgress(offset, size)}: ${whose}, and both ends checked it is the same`);
   } else {
     output.log.warn({ event: 'resume-refused', path, size, reason: why }, `${side === 'send' ? 'sending' : 'receiving'} ${path} whole: ${why ?? 'not resumed'}`);
   }

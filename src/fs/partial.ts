@@ -190,13 +190,29 @@ export function lookUpPartial(finalPath: string, wanted: PartialWanted, maxAgeMs
 
 /** Removes a partial and its record (either may be missing). */
 export function removePartial(paths: PartialPaths): void {
-  for (const path of [paths.record, paths.data]) {
+  for (const path of [paths.record, nextRecordPath(paths), paths.data]) {
     try {
       unlinkSync(path);
     } catch {
       // Gone already.
     }
   }
+}
+
+/** Where a record's next version is written before it is renamed over the record (so a crash leaves the last whole one). */
+export function nextRecordPath(paths: PartialPaths): string {
+  return `${paths.record.slice(0, -RESUME_RECORD_SUFFIX.length)}.next${RESUME_RECORD_SUFFIX}`;
+}
+
+/**
+ * For a file of a partial (its data, record, next record or lock), whether a live process
+ * holds that partial's lock: a sweep must not remove a partial a transfer is writing,
+ * however long it has gone without a write (a slow sender, a 4 MiB buffer).
+ */
+export function partialFileLocked(path: string): boolean {
+  const match = /^(.*?)(\.next)?(\.ftx-part|\.ftx-resume|\.ftx-lock)$/.exec(path);
+  if (!match) return false;
+  return partialLocked({ data: '', record: '', lock: `${match[1]}${RESUME_LOCK_SUFFIX}` });
 }
 
 /** A record as JSON, one line. */

@@ -22,7 +22,7 @@ import { constants, type Dirent } from 'node:fs';
 import { link, lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { localIoError } from '../errors.js';
-import { encodeRecord, removePartial, unlockPartial, type PartialPaths, type PartialRecord } from './partial.js';
+import { encodeRecord, nextRecordPath, partialFileLocked, removePartial, unlockPartial, type PartialPaths, type PartialRecord } from './partial.js';
 import { CASE_PROBE_PREFIX, isTemporaryName, RESUME_LOCK_SUFFIX, RESUME_RECORD_SUFFIX, stemOf, TEMP_PREFIX, TEMP_SUFFIX } from './temp-names.js';
 
 
@@ -151,7 +151,8 @@ export async function removeStaleLeftovers(folder: string, maxAgeMs: number, opt
   const removed: Leftover[] = [];
   const kept: Leftover[] = [];
   for (const leftover of await findLeftovers(folder, options)) {
-    if (now - leftover.modified.getTime() < maxAgeMs) {
+    // A partial a live transfer holds is never old, however long since its last write.
+    if (now - leftover.modified.getTime() < maxAgeMs || partialFileLocked(leftover.path)) {
       // A young case probe is a receiver starting up right now, not a cut transfer; a
       // record and a lock go with their partial, which is what is reported.
       const name = basename(leftover.path);
@@ -295,14 +296,17 @@ export class StagedFile {
 
   async #writeRecord(): Promise<void> {
     const resumable = this.#resumable as { record: PartialRecord; paths: PartialPaths };
-    // Rewritten in place (no fsync of its own): a record lost or torn by a crash is not a
-    // record, and whatever version of it survives counts only bytes synced before it.
-    const record = await open(resumable.paths.record, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
+    // Written beside, then renamed over the record: a crash between leaves the last whole
+    // record, never a torn one. No fsync of its own: whichever version survives a power cut
+    // counts only bytes synced before it was written.
+    const next = nextRecordPath(resumable.paths);
+    const record = await open(next, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
     try {
       await record.write(encodeRecord(resumable.record), 0, undefined, 0);
     } finally {
       await record.close();
     }
+    await rename(next, resumable.paths.record);
   }
 
   /**
