@@ -561,3 +561,20 @@ describe('sweeps and records around a live transfer', () => {
     expect(existsSync(paths.lock)).toBe(false);
   });
 });
+
+describe('a partial replaced under its writer', () => {
+  it('is never given the final name: place() finds the name leads to another file, and stores nothing', async () => {
+    const folder = await tempFolder();
+    const target = join(folder, 'big.iso');
+    const paths = partialPaths(target, null);
+    expect(lockPartial(paths)).toBe(true);
+    const staged = await StagedFile.createResumable(target, 0o644, paths, { target: 'big.iso', size: 5, mtime: null, hash: 'blake3', identity: null });
+    await staged.writeAt(Buffer.from('hello'), 0);
+    await staged.seal();
+    // Another writer (a second process that took the lock over) removed it and made its own.
+    removePartial(paths);
+    writeFileSync(paths.data, 'other');
+    await expect(staged.place(target, { replace: false })).rejects.toMatchObject({ code: 'FTX_ERR_LOCAL_IO', message: expect.stringMatching(/replaced by another writer/) });
+    expect(existsSync(target)).toBe(false);
+  });
+});

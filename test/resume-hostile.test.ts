@@ -100,6 +100,32 @@ describe('a hostile sender against a receiver that keeps partials', () => {
     expect((await readFile(paths.data)).equals(data.subarray(0, KEPT))).toBe(true);
   });
 
+  it('a sender that never sends its Prefix (KeepAlives only) is cut once the offer is due, and the partial is kept', async () => {
+    await cutAttempt();
+    const peer = await offered();
+    const keepAlive = jsonFrame(FrameType.KeepAlive, {});
+    const ticking = setInterval(() => void peer.write(keepAlive).catch(() => {}), 200);
+    try {
+      // The serving receiver's timeout is 5 s; the offer allows that plus KEPT at 10 MiB/s.
+      expect(await peer.reply()).toMatchObject({ type: 'Error', body: { code: 'FTX_ERR_TIMEOUT', message: expect.stringMatching(/did not answer the offer to resume its file within 5 s/) } });
+    } finally {
+      clearInterval(ticking);
+    }
+    await expect.poll(() => readRecord(partialPaths(join(inbox, 'big.bin'), null).record)?.durable).toBe(KEPT);
+  });
+
+  it('a name taken while the data came (refused after its data): the partial, its record and its lock go with it', async () => {
+    const peer = await acceptedSession((server as ServeHandle).port, { resume: true });
+    await peer.write(fileEntry(1, 'big.bin', SIZE, { mtime: MTIME }));
+    expect(await peer.reply()).toMatchObject({ type: 'Decision', body: { offset: 0 } });
+    await peer.write(dataFrame(data));
+    await writeFile(join(inbox, 'big.bin'), 'someone else');
+    await peer.write(trailerFrame(1, data));
+    expect(await peer.reply()).toMatchObject({ type: 'Result', body: { id: 1, ok: false, reason: 'exists' } });
+    expect(await listFolder(inbox)).toEqual(['big.bin']);
+    expect(await readFile(join(inbox, 'big.bin'), 'utf8')).toBe('someone else');
+  });
+
   it('a Prefix for an entry that was offered none is a protocol error', async () => {
     const peer = await acceptedSession((server as ServeHandle).port, { resume: true });
     await peer.write(fileEntry(1, 'big.bin', SIZE, { mtime: MTIME }));
@@ -147,7 +173,7 @@ describe('a hostile receiver against a sender', () => {
   });
 
   /** A protocol 2 receiver that accepts the Open and answers the first Entry with `decision`. */
-  async function scripted(decision: Record<string, unknown>): Promise<number> {
+  async function scripted(decision: Record<string, unknown>, after: Buffer[] = []): Promise<number> {
     const sockets = new Set<Socket>();
     const server = createServer((socket) => {
       sockets.add(socket);
@@ -162,7 +188,7 @@ describe('a hostile receiver against a sender', () => {
           const type = buffered[0];
           buffered = buffered.subarray(end);
           if (type === FrameType.Open) socket.write(jsonFrame(FrameType.Accept, { offset: 0 }));
-          if (type === FrameType.Entry) socket.write(jsonFrame(FrameType.Decision, { id: 1, ...decision }));
+          if (type === FrameType.Entry) socket.write(Buffer.concat([jsonFrame(FrameType.Decision, { id: 1, ...decision }), ...after]));
         }
       });
     });
@@ -185,6 +211,15 @@ describe('a hostile receiver against a sender', () => {
     const source = await randomFile(await tempFolder(), 'big.bin', SIZE);
     const port = await scripted({ action: 'store', offset: SIZE + 1 });
     await expect(send({ path: source, to: { host: HOST, port }, timeoutMs: 5_000 })).rejects.toMatchObject({ code: 'FTX_ERR_PROTOCOL' });
+  });
+
+  it('a Resume the sender did not ask for (no Prefix sent): a protocol error', async () => {
+    const source = await randomFile(await tempFolder(), 'big.bin', SIZE);
+    const port = await scripted({ action: 'store', offset: 0 }, [jsonFrame(FrameType.Resume, { id: 1, offset: 0 })]);
+    await expect(send({ path: source, to: { host: HOST, port }, timeoutMs: 5_000 })).rejects.toMatchObject({
+      code: 'FTX_ERR_PROTOCOL',
+      message: expect.stringMatching(/an answer to a prefix it was not sent/),
+    });
   });
 
   it('a skip to a sender that did not ask to resume: a protocol error', async () => {

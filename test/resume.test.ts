@@ -474,7 +474,8 @@ describe('a folder session re-run sends only what is missing', { timeout: 90_000
     const offset = cut.record.durable;
     expect(sent).toMatchObject({ ok: true, files: 2, unchanged: 40, failed: 0, bytesSkipped: smallBytes + offset });
     expect(received).toMatchObject({ ok: true, files: 2, unchanged: 40, failed: 0, bytesSkipped: smallBytes + offset, bytes: SIZE - offset + 2 * MiB });
-    expect(eventsOf(sender, 'entry-unchanged')).toHaveLength(40);
+    // One line per unchanged file would flood a nightly log: they are debug lines, and the summary counts them.
+    expect(eventsOf(sender, 'entry-unchanged')).toHaveLength(0);
     expect(eventsOf(sender, 'resumed')).toEqual([expect.objectContaining({ path: 'tree/zz-large.bin', offset })]);
   });
 });

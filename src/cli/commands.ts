@@ -385,7 +385,8 @@ export async function runSend(args: SendArgs, output: Output, signal: AbortSigna
         if (entry.type === 'file') progress?.fileDone();
         if (entry.outcome === 'stored') output.log.debug({ event: 'entry-stored', path: entry.path, storedAs: entry.storedAs, bytes: entry.bytes }, `stored ${entry.path}`);
         else if (entry.unchanged) {
-          output.log.info({ event: 'entry-unchanged', path: entry.path }, `not sent: ${entry.path}: the receiver has it already (same size and modification time)`);
+          // Debug: a nightly backup of 10,000 files would print 10,000 lines; the summary counts them.
+          output.log.debug({ event: 'entry-unchanged', path: entry.path }, `not sent: ${entry.path}: the receiver has it already (same size and modification time)`);
         } else if (entry.outcome === 'skipped') {
           entries.skipped += 1;
           const hint = remedyHint(entry.remedy);
@@ -410,10 +411,12 @@ export async function runSend(args: SendArgs, output: Output, signal: AbortSigna
       const what = session && !oneEntry
         ? `${plural(session.files, 'file')} and ${plural(session.folders, 'folder')}${session.unchanged > 0 ? ` (${plural(session.unchanged, 'file')} the receiver had already)` : ''}${session.skipped > 0 ? ` (${session.skipped} skipped)` : ''}`
         : `${fromStdin ? 'standard input' : result.path} as ${storedAs}`;
-      const resumed = session && session.bytesSkipped > 0 ? `, ${formatBytes(session.bytesSkipped)} of it not sent again` : '';
+      // The rate is of what moved; what the receiver had already is said apart.
+      const moved = session ? session.bytesSent : result.bytes;
+      const notSent = session && session.bytesSkipped > 0 ? `; ${formatBytes(session.bytesSkipped)} the receiver had already was not sent again` : '';
       output.log.info(
         { event: 'sent', ...result },
-        `sent ${what} to ${result.peer} (${formatBytes(result.bytes)} in ${result.seconds.toFixed(2)} s${resumed}, ${formatRate(result.bytes - (session?.bytesSkipped ?? 0), result.seconds)}); ${confirmation}`,
+        `sent ${what} to ${result.peer} (${formatBytes(moved)} in ${result.seconds.toFixed(2)} s, ${formatRate(moved, result.seconds)}${notSent}); ${confirmation}`,
       );
     }
     const several = result.session !== undefined && (result.session.files !== 1 || result.session.folders > 0);

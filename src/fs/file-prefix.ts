@@ -18,10 +18,11 @@ const PREFIX_CHUNK_BYTES = 4 * 1024 * 1024;
 /**
  * Passes the first `length` bytes of `handle` to `onChunk`, in order; resolves with the
  * count read (less than `length` only if the file is shorter). `onChunk` sees a view of a
- * reused buffer: it must use the bytes before returning.
+ * reused buffer: it must use the bytes before returning. Aborting `signal` stops it
+ * between reads (the reason is thrown); `chunkBytes` caps each of the two buffers.
  */
-export async function readPrefix(handle: FileHandle, length: number, onChunk: (chunk: Buffer) => void, path: string): Promise<number> {
-  const size = Math.min(PREFIX_CHUNK_BYTES, Math.max(1, length));
+export async function readPrefix(handle: FileHandle, length: number, onChunk: (chunk: Buffer) => void, path: string, options: PrefixReadOptions = {}): Promise<number> {
+  const size = Math.min(options.chunkBytes ?? PREFIX_CHUNK_BYTES, PREFIX_CHUNK_BYTES, Math.max(1, length));
   const buffers = [Buffer.allocUnsafeSlow(size), Buffer.allocUnsafeSlow(size)] as const;
   const readAt = async (buffer: Buffer, position: number): Promise<number> => {
     if (position >= length) return 0;
@@ -37,6 +38,7 @@ export async function readPrefix(handle: FileHandle, length: number, onChunk: (c
   for (;;) {
     const bytesRead = await reading;
     if (bytesRead === 0) return position;
+    options.signal?.throwIfAborted();
     const current = buffers[slot] as Buffer;
     position += bytesRead;
     slot = 1 - slot;
@@ -47,8 +49,14 @@ export async function readPrefix(handle: FileHandle, length: number, onChunk: (c
   }
 }
 
+export interface PrefixReadOptions {
+  signal?: AbortSignal | undefined;
+  /** Each of the two buffers at most (default 4 MiB): serve mode keeps its buffers small. */
+  chunkBytes?: number | undefined;
+}
+
 /** readPrefix on a file opened (and closed) for the purpose; never follows a link. */
-export async function readFilePrefix(path: string, length: number, onChunk: (chunk: Buffer) => void): Promise<number> {
+export async function readFilePrefix(path: string, length: number, onChunk: (chunk: Buffer) => void, options: PrefixReadOptions = {}): Promise<number> {
   let handle: FileHandle;
   try {
     handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
@@ -56,7 +64,7 @@ export async function readFilePrefix(path: string, length: number, onChunk: (chu
     throw localIoError(error, 'read', path);
   }
   try {
-    return await readPrefix(handle, length, onChunk, path);
+    return await readPrefix(handle, length, onChunk, path, options);
   } finally {
     await handle.close().catch(() => {});
   }

@@ -24,7 +24,7 @@
  * Bookkeeping: naming, locking, reading and validating records. StagedFile writes them.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, constants, fstatSync, lstatSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { isDigestName, type DigestName } from '../digest/registry.js';
 import { RESUME_LOCK_SUFFIX, RESUME_RECORD_SUFFIX, stemOf, TEMP_PREFIX, TEMP_SUFFIX } from './temp-names.js';
@@ -76,27 +76,46 @@ const UNWRITTEN_LOCK_MS = 10_000;
  * overtaken by another transfer of this process in between.
  */
 export function lockPartial(paths: PartialPaths): boolean {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    let fd: number;
-    try {
-      fd = openSync(paths.lock, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || partialLocked(paths)) return false;
-      try {
-        unlinkSync(paths.lock);
-      } catch {
-        return false;
-      }
-      continue;
-    }
+  let fd: number;
+  try {
+    fd = openSync(paths.lock, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || partialLocked(paths)) return false;
+    return takeOverLock(paths);
+  }
+  try {
+    writeSync(fd, `${process.pid}\n`);
+  } finally {
+    closeSync(fd);
+  }
+  return true;
+}
+
+/**
+ * A dead writer's lock, replaced in one step: our own lock file is renamed over it, then
+ * read back. Two processes taking over at once both rename; the lock then names the last,
+ * and the other sees that and backs off (a place() that finds its partial replaced is the
+ * last line of defence: staged-file.ts).
+ */
+function takeOverLock(paths: PartialPaths): boolean {
+  const mine = `${paths.lock.slice(0, -RESUME_LOCK_SUFFIX.length)}.${process.pid}${RESUME_LOCK_SUFFIX}`;
+  try {
+    const fd = openSync(mine, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
     try {
       writeSync(fd, `${process.pid}\n`);
     } finally {
       closeSync(fd);
     }
-    return true;
+    renameSync(mine, paths.lock);
+  } catch {
+    try {
+      unlinkSync(mine);
+    } catch {
+      // Never made.
+    }
+    return false;
   }
-  return false;
+  return readLockHolder(paths.lock) === process.pid;
 }
 
 /** Gives the lock back (the transfer is done, kept, or discarded). */

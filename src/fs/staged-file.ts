@@ -159,6 +159,10 @@ export async function removeStaleLeftovers(folder: string, maxAgeMs: number, opt
       if (!name.startsWith(CASE_PROBE_PREFIX) && !name.endsWith(RESUME_RECORD_SUFFIX) && !name.endsWith(RESUME_LOCK_SUFFIX)) kept.push(leftover);
       continue;
     }
+    // Looked at again right before: a walk of a large folder takes a while, and a partial may
+    // have been kept, resumed or locked meanwhile.
+    const now2 = await lstat(leftover.path).catch(() => undefined);
+    if (!now2?.isFile() || Date.now() - now2.mtimeMs < maxAgeMs || partialFileLocked(leftover.path)) continue;
     try {
       await unlink(leftover.path);
       removed.push(leftover);
@@ -187,6 +191,13 @@ export class StagedFile {
   readonly #writing = new Set<number>();
   /** End of the furthest write completed. */
   #writtenTo = 0;
+  /** Where a write failed: nothing from there on is counted as written through. */
+  #failedAt = Number.POSITIVE_INFINITY;
+  /**
+   * The sealed file's identity (device, inode, change time to the nanosecond: an inode
+   * number alone is soon reused): placing it checks the name still leads to it.
+   */
+  #identity: { dev: bigint; ino: bigint; ctimeNs: bigint } | undefined;
   #checkpoint: Promise<void> | undefined;
   #checkpointAt = 0;
 
@@ -245,7 +256,7 @@ export class StagedFile {
 
   /** Bytes at the start of the file that every write has reached (what a checkpoint may record). */
   get writtenThrough(): number {
-    let lowest = this.#writtenTo;
+    let lowest = Math.min(this.#writtenTo, this.#failedAt);
     for (const start of this.#writing) lowest = Math.min(lowest, start);
     return lowest;
   }
@@ -372,10 +383,13 @@ export class StagedFile {
         offset += bytesWritten;
         this.#bytesWritten += bytesWritten;
       }
+    } catch (error) {
+      // A failed write leaves a hole: nothing past it is counted as written through.
+      this.#failedAt = Math.min(this.#failedAt, position + offset);
+      throw error;
     } finally {
       this.#writing.delete(position);
     }
-    // A failed write leaves a hole: nothing past it is counted as written through.
     this.#writtenTo = Math.max(this.#writtenTo, position + offset);
     if (this.#resumable && performance.now() - this.#checkpointAt >= CHECKPOINT_EVERY_MS) {
       // In the background: a checkpoint's failure only means the record stays behind.
@@ -394,6 +408,10 @@ export class StagedFile {
       await this.#checkpoint;
       if (options.mtimeMs !== undefined) await handle.utimes(Date.now() / 1000, options.mtimeMs / 1000);
       await handle.sync();
+      if (this.#resumable) {
+        const stats = await handle.stat({ bigint: true });
+        this.#identity = { dev: stats.dev, ino: stats.ino, ctimeNs: stats.ctimeNs };
+      }
       await handle.close();
       this.#handle = undefined;
       this.#state = 'sealed';
@@ -412,6 +430,15 @@ export class StagedFile {
   async place(finalPath: string, options: { replace: boolean; syncFolder?: boolean }): Promise<void> {
     if (this.#state !== 'sealed') throw new Error(`staged file ${this.tempPath} is ${this.#state}, not sealed`);
     try {
+      // A partial's name is fixed, not random: if another writer replaced it (a second
+      // process that took over a lock it thought stale), the name leads to that writer's
+      // file, which must never be given the final name in place of this one.
+      if (this.#identity) {
+        const there = await lstat(this.tempPath, { bigint: true }).catch(() => undefined);
+        if (there?.ino !== this.#identity.ino || there.dev !== this.#identity.dev || there.ctimeNs !== this.#identity.ctimeNs) {
+          throw Object.assign(new Error('its partial file was replaced by another writer while it was received'), { code: 'ESTALE' });
+        }
+      }
       if (options.replace) await rename(this.tempPath, finalPath);
       else await placeWithoutClobbering(this.tempPath, finalPath);
       this.#state = 'committed';

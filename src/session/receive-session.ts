@@ -39,6 +39,7 @@ import {
   IntegrityError,
   ProtocolError,
   RefusedError,
+  TimeoutError,
   type EntryFailure,
   type FtxError,
   type RefusalReason,
@@ -66,6 +67,7 @@ import {
   type Resume,
   type Summary,
 } from '../protocol/messages.js';
+import { within } from '../util/timers.js';
 import { formatBytes } from '../util/units.js';
 import { EntryTargets, isUnchanged, type EntryDecision } from './entry-targets.js';
 import { IncomingData, streamWriter } from './incoming.js';
@@ -177,8 +179,12 @@ interface PendingFile {
   /** A large file's temporary file, created at its Entry (its buffers come with its data). */
   staged?: StagedFile | undefined;
   data: FileData | undefined;
-  /** A kept partial offered to the sender: its offset, and the digest of its bytes as read back from disk. */
-  offer?: { offset: number; ours: Promise<Hasher> } | undefined;
+  /**
+   * A kept partial offered to the sender: its offset, and the digest of its bytes as read
+   * back from disk, started once this file is the next whose data is due (one read at a
+   * time per session, however many offers are ahead).
+   */
+  offer?: { offset: number; ours?: Promise<Hasher> | undefined; until?: number | undefined; allowedMs?: number | undefined } | undefined;
   /** A resumed file: where its data starts, and the hash of the bytes before. */
   startAt?: { offset: number; hasher: Hasher } | undefined;
 }
@@ -230,6 +236,8 @@ class SessionReceiver {
   readonly #watch: FloorWatch;
   readonly #pending: PendingFile[] = [];
   readonly #counts: SessionCounts = { entries: 0, files: 0, folders: 0, failed: 0, failures: [], unchanged: 0, bytesSkipped: 0 };
+  /** Stops partials being read back when the session ends. */
+  readonly #stopReads = new AbortController();
   /** The last partial looked up (the space check and the staging ask about the same file). */
   #lookup: { path: string; result: PartialLookup } | undefined;
   #bytes = 0;
@@ -274,7 +282,8 @@ class SessionReceiver {
       for (;;) {
         // A partial offered for the next file: the sender reads its own prefix before it
         // answers, which is its disk's time, not a slow link's (the idle timeout still holds).
-        const frame = this.#pending[0]?.offer ? await this.#channel.readFrame() : await this.#channel.readFrameWatched(this.#watch);
+        const offer = this.#pending[0]?.offer;
+        const frame = offer ? await this.#readWithin(offer) : await this.#channel.readFrameWatched(this.#watch);
         if (!frame) throw new ConnectionLostError(`${this.#channel.peerRole} closed the connection before the end of the session`);
         switch (frame.type) {
           case FrameType.Entry:
@@ -353,12 +362,8 @@ class SessionReceiver {
       offset = stage.offset;
       pending.staged = staged;
       if (pending.request) pending.request.bytesWritten = () => staged.bytesWritten;
-      if (offset > 0) {
-        // Read back while the sender reads its own: both prefixes are hashed at once.
-        const ours = hashOwnPrefix(staged.tempPath, offset, this.#open.hash);
-        ours.catch(() => {}); // Awaited when the sender's Prefix comes (or dropped with the session).
-        pending.offer = { offset, ours };
-      }
+      if (offset > 0) pending.offer = { offset };
+      this.#startOffer();
     }
     await this.#send(FrameType.Decision, { id: entry.id, action: 'store', offset } satisfies Decision);
     if (this.#open.entries === 1) this.#options.onFile?.({ name: entry.path, path: decision.path ?? decision.relative, size: entry.size ?? 0 });
@@ -423,6 +428,30 @@ class SessionReceiver {
    * data goes on from the offer; else (a damaged partial, a file changed in place, a
    * sender that sends it whole) the partial is emptied and the file comes whole.
    */
+  /**
+   * The next file's offer: reads its partial back (while the sender reads its own, both
+   * prefixes are hashed at once), and sets when the sender's Prefix is due: its idle
+   * timeout, plus the time to read the prefix at 10 MiB/s (a slow disk).
+   */
+  #startOffer(): void {
+    const offer = this.#pending[0]?.offer;
+    const staged = this.#pending[0]?.staged;
+    if (!offer || offer.ours || !staged) return;
+    offer.ours = hashOwnPrefix(staged.tempPath, offer.offset, this.#open.hash, this.#stopReads.signal, this.#options.fileBufferBytes);
+    offer.ours.catch(() => {}); // Awaited when the sender's Prefix comes (or dropped with the session).
+    offer.allowedMs = this.#options.idleTimeoutMs + (offer.offset / PREFIX_READ_FLOOR) * 1000;
+    offer.until = performance.now() + offer.allowedMs;
+  }
+
+  /** A frame while the sender reads its prefix: the rate floor waits, the offer's deadline does not. */
+  async #readWithin(offer: { until?: number | undefined; allowedMs?: number | undefined }): Promise<Frame | null> {
+    const frame = await within(this.#channel.readFrame(), Math.max(0, (offer.until ?? 0) - performance.now()), () => 'timed out' as const);
+    if (frame === 'timed out') {
+      throw new TimeoutError(`${this.#channel.peerRole} did not answer the offer to resume its file within ${Math.round((offer.allowedMs ?? 0) / 1000)} s`);
+    }
+    return frame;
+  }
+
   async #onPrefix(frame: Frame): Promise<void> {
     const prefix = decodePrefix(frame);
     const current = this.#pending[0];
@@ -433,7 +462,7 @@ class SessionReceiver {
     current.offer = undefined;
     const entry = current.entry;
     const size = entry.size ?? 0;
-    const ours = await withKeepAlives(this.#channel, this.#options.idleTimeoutMs, () => offer.ours).catch(() => undefined);
+    const ours = await withKeepAlives(this.#channel, this.#options.idleTimeoutMs, () => offer.ours ?? Promise.reject(new Error('not read'))).catch(() => undefined);
     if (prefix.offset === offer.offset && ours !== undefined && ours.snapshot() === prefix.digest) {
       current.startAt = { offset: offer.offset, hasher: ours };
       this.#counts.bytesSkipped += offer.offset;
@@ -541,6 +570,7 @@ class SessionReceiver {
     // Checked before it leaves the queue: a failed session discards what is still queued.
     if (!current || trailer.id !== current.entry.id || current.offer) throw new ProtocolError(`${this.#channel.peerRole} sent the trailer of entry ${trailer.id} out of turn`);
     this.#pending.shift();
+    this.#startOffer();
     const entry = current.entry;
     try {
       const data = (current.data ??= await this.#openData(current));
@@ -592,7 +622,11 @@ class SessionReceiver {
         this.#lastPath = path;
         return joinRelative(file.relative, path);
       } catch (error) {
-        if (error instanceof RefusedError) return this.#refusedAfterData(entry, error);
+        if (error instanceof RefusedError) {
+          // The name was taken meanwhile: the data (a partial too, and its lock) goes.
+          await staged.discard();
+          return this.#refusedAfterData(entry, error);
+        }
         throw error;
       }
     }
@@ -670,6 +704,7 @@ class SessionReceiver {
 
   /** A failed session: what was on its way in is kept to resume (a resumable file) or removed; claims released. */
   async #abandonPending(): Promise<void> {
+    this.#stopReads.abort();
     for (const file of this.#pending.splice(0)) {
       await this.#keepOrDiscard(file).catch(() => {});
       if (file.request) this.#policy.release(file.request);
@@ -711,10 +746,13 @@ class SessionReceiver {
   }
 }
 
+/** A sender reading its prefix is given at least this rate (bytes/s) to answer an offer. */
+const PREFIX_READ_FLOOR = 10 * 1024 * 1024;
+
 /** The digest state of a partial's first `offset` bytes, read back from disk (the bytes the record vouches for). */
-async function hashOwnPrefix(path: string, offset: number, algorithm: DigestName): Promise<Hasher> {
+async function hashOwnPrefix(path: string, offset: number, algorithm: DigestName, signal: AbortSignal, chunkBytes: number | undefined): Promise<Hasher> {
   const hasher = await createHasher(algorithm);
-  const read = await readFilePrefix(path, offset, (chunk) => hasher.update(chunk));
+  const read = await readFilePrefix(path, offset, (chunk) => hasher.update(chunk), { signal, chunkBytes });
   if (read !== offset) throw new Error(`the partial file holds ${read} bytes, not ${offset}`);
   return hasher;
 }

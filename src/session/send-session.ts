@@ -130,6 +130,8 @@ export interface SentSession extends SessionCounts {
   skipped: number;
   /** File bytes the receiver stored. */
   bytes: number;
+  /** File bytes that went over the connection (less than `bytes` when a file was resumed). */
+  bytesSent: number;
   /** The one file's stored name and digest, when the session was one file. */
   name: string;
   digest: string;
@@ -179,7 +181,7 @@ class SessionSender {
   readonly #replies: SessionReplies;
   readonly #options: SendSessionOptions;
   readonly #ahead: Ahead[] = [];
-  readonly #counts: SentSession = { entries: 0, files: 0, folders: 0, failed: 0, failures: [], skipped: 0, unchanged: 0, bytesSkipped: 0, bytes: 0, name: '', digest: '' };
+  readonly #counts: SentSession = { entries: 0, files: 0, folders: 0, failed: 0, failures: [], skipped: 0, unchanged: 0, bytesSkipped: 0, bytes: 0, bytesSent: 0, name: '', digest: '' };
   #batch: Buffer[] = [];
   #batchBytes = 0;
   #bytesSent = 0;
@@ -365,6 +367,7 @@ class SessionSender {
     // A file now shorter than the offer cannot be the one the receiver holds part of.
     const offset = read === offered ? offered : 0;
     const prefix: Prefix = { id: ahead.entry.id, offset, hash: this.#options.hash, digest: offset > 0 ? hasher.snapshot() : (await createHasher(this.#options.hash)).digest() };
+    this.#replies.expectResume(ahead.entry.id);
     this.#queue(jsonFrame(FrameType.Prefix, prefix));
     await this.#flush();
     const answer = await this.#replies.resume(ahead.entry.id);
@@ -465,6 +468,7 @@ class SessionSender {
 
   #finish(summary: Summary): SentSession {
     const counts = this.#counts;
+    counts.bytesSent = this.#bytesSent;
     if (summary.entries !== counts.entries || summary.stored !== counts.files + counts.folders || summary.skipped !== counts.unchanged) {
       throw new ProtocolError(`the receiver's summary (${summary.stored} of ${summary.entries} entries stored) does not match what it confirmed (${counts.files + counts.folders} of ${counts.entries})`);
     }
@@ -507,6 +511,8 @@ class SessionReplies {
   readonly #expected = new Map<number, { path: string; bytes: number; digest: string }>();
   #resume: Resume | undefined;
   #resumeWaiting: { id: number; resolve: (resume: Resume) => void } | undefined;
+  /** The entry whose Prefix went out and whose Resume is due, if any: any other Resume is a protocol error. */
+  #resumeDue: number | undefined;
   #summary: Summary | undefined;
   #summaryWaiter: ((summary: Summary) => void) | undefined;
   #reject!: (error: FtxError) => void;
@@ -537,6 +543,11 @@ class SessionReplies {
       return Promise.resolve(known);
     }
     return this.guard(new Promise<Decision>((resolve) => (this.#waiting = { id, resolve })));
+  }
+
+  /** A Prefix for entry `id` is about to go: its Resume is due. */
+  expectResume(id: number): void {
+    this.#resumeDue = id;
   }
 
   /** The receiver's answer to the Prefix of entry `id` (one is outstanding at a time). */
@@ -605,7 +616,8 @@ class SessionReplies {
           case FrameType.Resume: {
             const resume = decodeResume(frame);
             const waiting = this.#resumeWaiting;
-            if (this.#resume || (waiting && waiting.id !== resume.id)) throw new ProtocolError(`${this.#channel.peerRole} sent an answer to a prefix it was not sent`);
+            if (this.#resumeDue !== resume.id) throw new ProtocolError(`${this.#channel.peerRole} sent an answer to a prefix it was not sent`);
+            this.#resumeDue = undefined;
             if (waiting) {
               this.#resumeWaiting = undefined;
               waiting.resolve(resume);
