@@ -239,7 +239,7 @@ class SessionReceiver {
   /** Stops partials being read back when the session ends. */
   readonly #stopReads = new AbortController();
   /** The last partial looked up (the space check and the staging ask about the same file). */
-  #lookup: { path: string; result: PartialLookup } | undefined;
+  #lookup: { path: string; entry: number; result: PartialLookup } | undefined;
   #bytes = 0;
   #lastDigest = '';
   /** Where the last file was stored: its full path (a stream: its label). */
@@ -408,11 +408,12 @@ class SessionReceiver {
     }
   }
 
+  /** The partial for `path` and this entry: looked up once for its space check and its staging (the same entry asks both). */
   #lookUp(path: string, entry: Entry): PartialLookup {
-    if (this.#lookup?.path === path) return this.#lookup.result;
+    if (this.#lookup?.path === path && this.#lookup.entry === entry.id) return this.#lookup.result;
     const maxAgeMs = this.#options.partialMaxAgeMs ?? DEFAULT_PARTIAL_MAX_AGE_MS;
     const result = lookUpPartial(path, { size: entry.size ?? 0, mtime: entry.mtime ?? null, identity: this.#options.identity ?? null }, maxAgeMs);
-    this.#lookup = { path, result };
+    this.#lookup = { path, entry: entry.id, result };
     return result;
   }
 
