@@ -80,7 +80,7 @@ export function lockPartial(paths: PartialPaths): boolean {
   try {
     fd = openSync(paths.lock, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || partialLocked(paths)) return false;
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || lockHeld(paths.lock)) return false;
     return takeOverLock(paths);
   }
   try {
@@ -128,10 +128,14 @@ export function unlockPartial(paths: PartialPaths): void {
 }
 
 /** Whether a live process holds the partial's lock (a lock without a process id counts while it is young). */
-export function partialLocked(paths: PartialPaths, now = Date.now()): boolean {
-  const stats = lstatSync(paths.lock, { throwIfNoEntry: false });
+export function partialLocked(paths: PartialPaths): boolean {
+  return lockHeld(paths.lock);
+}
+
+function lockHeld(lock: string, now = Date.now()): boolean {
+  const stats = lstatSync(lock, { throwIfNoEntry: false });
   if (!stats) return false;
-  const holder = readLockHolder(paths.lock);
+  const holder = readLockHolder(lock);
   if (holder === undefined) return now - stats.mtimeMs < UNWRITTEN_LOCK_MS;
   return isAlive(holder);
 }
@@ -231,7 +235,7 @@ export function nextRecordPath(paths: PartialPaths): string {
 export function partialFileLocked(path: string): boolean {
   const match = /^(.*?)(\.next)?(\.ftx-part|\.ftx-resume|\.ftx-lock)$/.exec(path);
   if (!match) return false;
-  return partialLocked({ data: '', record: '', lock: `${match[1]}${RESUME_LOCK_SUFFIX}` });
+  return lockHeld(`${match[1]}${RESUME_LOCK_SUFFIX}`);
 }
 
 /** A record as JSON, one line. */

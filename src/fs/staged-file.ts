@@ -159,10 +159,10 @@ export async function removeStaleLeftovers(folder: string, maxAgeMs: number, opt
       if (!name.startsWith(CASE_PROBE_PREFIX) && !name.endsWith(RESUME_RECORD_SUFFIX) && !name.endsWith(RESUME_LOCK_SUFFIX)) kept.push(leftover);
       continue;
     }
-    // Looked at again right before: a walk of a large folder takes a while, and a partial may
-    // have been kept, resumed or locked meanwhile.
-    const now2 = await lstat(leftover.path).catch(() => undefined);
-    if (!now2?.isFile() || Date.now() - now2.mtimeMs < maxAgeMs || partialFileLocked(leftover.path)) continue;
+    // Its age looked at again right before (the lock was, just above): a walk of a large
+    // folder takes a while, and a partial may have been kept or resumed meanwhile.
+    const fresh = await lstat(leftover.path).catch(() => undefined);
+    if (!fresh?.isFile() || Date.now() - fresh.mtimeMs < maxAgeMs) continue;
     try {
       await unlink(leftover.path);
       removed.push(leftover);
